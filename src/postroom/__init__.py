@@ -1,0 +1,1 @@
+"""Postroom: self-hosted newsletters and transactional email."""

@@ -1,0 +1,245 @@
+"""The HTTP edge: the error envelope, JSON bodies, the endpoint table and its dispatch.
+
+Order of checks for an /api endpoint (the contract's): unknown path 404, token 401,
+method 405, body 400/413, workspace 400/403, permission 403, then the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from postroom.platform import jsonenc
+
+log = logging.getLogger("postroom.http")
+
+WORKSPACE_ID = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+class ApiError(Exception):
+    """A client-facing error: becomes {"error": message} with this status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(jsonenc.encode(data), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message}, status, headers)
+
+
+# ---- request bodies -------------------------------------------------------------------------
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_object(body: bytes) -> dict:
+    try:
+        value = jsonenc.decode(body)
+    except ValueError:
+        raise ApiError(400, "Invalid request body") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "Invalid request body")
+    return value
+
+
+# ---- endpoints ------------------------------------------------------------------------------
+
+@dataclass
+class Call:
+    """What a handler gets: the request, the decoded input, who is calling and where."""
+
+    request: Request
+    body: dict            # decoded JSON body for POST, {} for GET
+    query: Any            # starlette QueryParams
+    principal: Any        # postroom.auth.model.Principal or None
+    workspace_id: str | None
+    pool: asyncpg.Pool
+    membership: Any = None  # postroom.auth.model.Membership on workspace endpoints
+
+    @property
+    def settings(self):
+        return self.request.app.state.settings
+
+    def param(self, name: str) -> str | None:
+        """A query parameter; empty counts as absent."""
+        value = self.query.get(name)
+        return value if value else None
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str                  # e.g. "/api/contacts.upsert"
+    method: str                # "GET" or "POST"
+    handler: Handler
+    auth: str = "workspace"    # "workspace": token + membership; "user": token only; "none"
+    resource: str | None = None
+    write: bool = False
+    missing_workspace: str = "workspace_id is required"
+    workspace_param: str = "workspace_id"
+
+
+def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
+    if value is None or value == "":
+        raise ApiError(400, missing)
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a string")
+    if not WORKSPACE_ID.match(value):
+        raise ApiError(400, f"invalid {name}: must be 1-32 characters of a-z, 0-9, _ and -")
+    return value
+
+
+class Api:
+    """Dispatches /api/* by exact path to the registered endpoints."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, Endpoint] = {}
+
+    def add(self, endpoint: Endpoint) -> None:
+        if endpoint.path in self.endpoints:
+            raise ValueError(f"endpoint registered twice: {endpoint.path}")
+        self.endpoints[endpoint.path] = endpoint
+
+    def extend(self, endpoints) -> None:
+        for endpoint in endpoints:
+            self.add(endpoint)
+
+    async def __call__(self, request: Request) -> Response:
+        endpoint = self.endpoints.get(request.url.path)
+        if endpoint is None:
+            return error_response(404, "not found")
+        state = request.app.state
+        principal = None
+        if endpoint.auth != "none":
+            from postroom.auth import api as auth_api  # the auth capability owns token rules
+
+            principal = await auth_api.authenticate(request, state)
+        if request.method != endpoint.method:
+            return error_response(405, "Method not allowed", {"Allow": endpoint.method})
+        body: dict = {}
+        if endpoint.method == "POST":
+            body = decode_object(await read_body(request, state.settings.max_body_bytes))
+        workspace_id = membership = None
+        if endpoint.auth == "workspace":
+            raw = body.get(endpoint.workspace_param) if endpoint.method == "POST" else \
+                request.query_params.get(endpoint.workspace_param)
+            workspace_id = workspace_from(raw, endpoint.missing_workspace, endpoint.workspace_param)
+            from postroom.auth import api as auth_api
+
+            membership = await auth_api.authorize(
+                state, principal, workspace_id, endpoint.resource, endpoint.write)
+        call = Call(request, body, request.query_params, principal, workspace_id, state.pool, membership)
+        result = await endpoint.handler(call)
+        if isinstance(result, Response):
+            return result
+        return json_response(result)
+
+
+def route(path: str, handler: Callable[[Request], Awaitable[Response]]):
+    """A starlette Route that hands every method to `handler` (which answers 405 itself), so
+    a wrong method gets our JSON error rather than the router's plain-text one."""
+    from starlette.routing import Route
+
+    return Route(path, _AllMethods(handler))
+
+
+class _AllMethods:
+    """An ASGI app (not a function, so the router passes every method through)."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope, receive, send) -> None:
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+# ---- the outermost layer: CORS, errors, outages -----------------------------------------------
+
+DB_UNAVAILABLE = (
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class Edge:
+    """The ASGI entry point: CORS on every response, OPTIONS answered here, and no exception
+    ever leaves as a stack trace. `state` is what handlers see as request.app.state."""
+
+    def __init__(self, app, state, cors_origin: str = "*") -> None:
+        self.app = app
+        self.state = state
+        self.cors = [
+            (b"access-control-allow-origin", cors_origin.encode()),
+            (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+            (b"access-control-allow-headers",
+             b"Accept, Content-Type, Content-Length, Accept-Encoding, Authorization"),
+        ]
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope["app"] = self
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*self.cors, (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        started = False
+
+        async def send_with_cors(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), *self.cors]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_cors)
+        except ApiError as exc:
+            if not started:
+                await error_response(exc.status, exc.message, exc.headers)(scope, receive, send_with_cors)
+        except DB_UNAVAILABLE:
+            log.warning("database unavailable for %s %s", scope["method"], scope["path"], exc_info=True)
+            if not started:
+                await error_response(503, "database unavailable", {"Retry-After": "1"})(
+                    scope, receive, send_with_cors)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not started:
+                await error_response(500, "internal server error")(scope, receive, send_with_cors)

@@ -1,0 +1,46 @@
+"""Workspace rules: ids, names, settings, API key e-mail names. Pure."""
+
+from __future__ import annotations
+
+import re
+
+from postroom.platform.http import WORKSPACE_ID
+
+EMAIL_PREFIX = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class WorkspaceError(ValueError):
+    pass
+
+
+def validate_new(body: dict) -> tuple[str, str, dict]:
+    ws_id, name, settings = body.get("id"), body.get("name"), body.get("settings")
+    if ws_id is None or ws_id == "":
+        raise WorkspaceError("id is required")
+    if not isinstance(ws_id, str) or not WORKSPACE_ID.match(ws_id):
+        raise WorkspaceError("invalid id: must be 1-32 characters of a-z, 0-9, _ and -")
+    if name is None or (isinstance(name, str) and not name.strip()):
+        raise WorkspaceError("name is required")
+    if not isinstance(name, str):
+        raise WorkspaceError("name must be a string")
+    if len(name.strip()) > 255:
+        raise WorkspaceError("name exceeds 255 characters")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        raise WorkspaceError("settings must be an object")
+    return ws_id, name.strip(), settings
+
+
+def api_key_email(workspace_id: str, prefix) -> str:
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise WorkspaceError("email_prefix is required")
+    prefix = prefix.strip().lower()
+    if not EMAIL_PREFIX.match(prefix):
+        raise WorkspaceError("invalid email_prefix: use up to 64 of a-z, 0-9, '.', '_' and '-'")
+    return f"{prefix}@{workspace_id}.api.postroom"
+
+
+def to_wire(row) -> dict:
+    return {"id": row["id"], "name": row["name"], "settings": row["settings"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}
