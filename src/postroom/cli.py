@@ -8,6 +8,7 @@ import importlib
 import json
 import re
 import secrets
+import signal
 import sys
 from contextlib import contextmanager
 
@@ -113,6 +114,16 @@ async def _bootstrap(conn, settings: Settings, public_url: str) -> str | None:
     )
 
 
+def _exit_cleanly(signum, frame):
+    raise SystemExit(0)
+
+
+def install_stop_handlers() -> None:
+    """SIGINT/SIGTERM end the process through normal unwinding, so `finally` blocks run."""
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
+
+
 def cmd_serve(args, settings: Settings) -> None:
     import uvicorn
 
@@ -138,6 +149,9 @@ def cmd_serve(args, settings: Settings) -> None:
             access_log=False, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
             server_header=False, log_level="info",
         )
+        # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+        # handler that would kill us before the embedded PostgreSQL is stopped. Ours exits cleanly.
+        install_stop_handlers()
         uvicorn.Server(config).run()
 
 
@@ -154,7 +168,9 @@ def cmd_workspace_create(args, settings: Settings) -> None:
             return await _create_workspace(conn, args.id, args.name)
 
         workspace = asyncio.run(with_conn(dsn, work))
-    print(json.dumps(workspace, default=str))
+    from postroom.platform import jsonenc
+
+    print(jsonenc.encode(workspace).decode())
 
 
 def cmd_apikey_create(args, settings: Settings) -> None:
@@ -212,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except (OSError, asyncio.TimeoutError) as exc:
+        print(f"postroom: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # asyncpg's errors: say what the database said, without a traceback
+        if type(exc).__module__.startswith("asyncpg"):
+            print(f"postroom: database error: {exc}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 

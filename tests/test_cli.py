@@ -1,0 +1,136 @@
+"""The `postroom` command against a real database: migrate, workspace, apikey, and serve's first start."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from conftest import SECRET, _with_database
+
+
+def run(args, env, timeout=60):
+    return subprocess.run([sys.executable, "-m", "postroom.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+async def empty_db(server_url):
+    """A database of its own, not migrated: what a new installation starts from."""
+    name = f"postroom_cli_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def env_for(url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTROOM_")}
+    env.update(POSTROOM_DATABASE_URL=url, POSTROOM_SECRET_KEY=SECRET)
+    return env
+
+
+async def test_migrate_workspace_and_apikey(empty_db):
+    env = env_for(empty_db)
+    out = run(["migrate"], env)
+    assert out.returncode == 0, out.stderr
+    assert "0001_foundation.sql" in out.stdout
+    assert run(["migrate"], env).stdout.strip() == "database is up to date"
+
+    out = run(["workspace", "create", "acme", "--name", "Acme Inc"], env)
+    assert out.returncode == 0, out.stderr
+    ws = json.loads(out.stdout)
+    assert ws["id"] == "acme" and ws["name"] == "Acme Inc" and ws["created_at"].endswith("Z")
+
+    again = run(["workspace", "create", "acme", "--name", "Again"], env)
+    assert again.returncode == 1 and "workspace already exists: acme" in again.stderr
+
+    out = run(["apikey", "create", "--workspace", "acme", "--permissions", "contacts:r"], env)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token)   # only the token on stdout
+
+    conn = await asyncpg.connect(empty_db)
+    try:
+        perms = await conn.fetchval("SELECT permissions::text FROM user_workspaces WHERE workspace_id = 'acme'")
+    finally:
+        await conn.close()
+    assert json.loads(perms)["contacts"] == {"read": True, "write": False}
+
+    missing = run(["apikey", "create", "--workspace", "nope"], env)
+    assert missing.returncode == 1 and "workspace not found: nope" in missing.stderr
+    bad = run(["apikey", "create", "--workspace", "acme", "--permissions", "contacts:z"], env)
+    assert bad.returncode == 1 and "--permissions" in bad.stderr
+
+
+def test_unreachable_database_is_a_clear_message():
+    env = env_for("postgresql://postgres@127.0.0.1:1/none")
+    out = run(["migrate"], env)
+    assert out.returncode == 1
+    assert out.stderr.startswith("postroom: cannot reach the database")
+    assert "Traceback" not in out.stderr
+
+
+def test_external_database_needs_a_secret_key():
+    env = env_for("postgresql://postgres@127.0.0.1:1/none")
+    del env["POSTROOM_SECRET_KEY"]
+    out = run(["apikey", "create", "--workspace", "x"], env)
+    assert out.returncode == 1 and "POSTROOM_SECRET_KEY is not set" in out.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_serve_first_start_prints_a_working_key_once(empty_db):
+    env = env_for(empty_db)
+    port = free_port()
+    args = [sys.executable, "-m", "postroom.cli", "serve", "--no-workers", "--port", str(port)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Uvicorn running" in line or proc.poll() is not None:
+                break
+        text = "".join(lines)
+        assert "shown only once" in text, text
+        token = re.search(r"Bearer ([\w.-]+)'", text).group(1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            r = await client.post("/api/contacts.upsert", headers={"Authorization": f"Bearer {token}"},
+                                  json={"workspace_id": "demo", "contact": {"email": "user@example.com"}})
+        assert r.status_code == 200 and r.json()["action"] == "created"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+
+    # a second start of the same installation does not print a key again
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Uvicorn running" in line or proc.poll() is not None:
+                break
+        assert "shown only once" not in "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
