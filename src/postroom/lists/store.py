@@ -1,6 +1,18 @@
-"""SQL for lists and list memberships."""
+"""SQL for lists and list memberships.
+
+Every change of a membership is one statement: the write of the membership feeds, through
+`changed`, the contact's timeline entry and the outbox event of the same kind (_RECORDED), so a
+change and its side effects cannot part, and a batch of any size costs one round trip.
+"""
 
 from __future__ import annotations
+
+import random
+
+from postroom.lists import model
+from postroom.platform import secrets as sealed_secrets
+
+# ---------------------------------------------------------------- reading memberships
 
 # Every membership, of any status, that was not removed, on lists that were not deleted.
 MEMBERSHIPS_FOR = """
@@ -23,3 +35,416 @@ async def memberships_for(conn, workspace_id: str, emails: list[str]) -> dict[st
     for row in await conn.fetch(MEMBERSHIPS_FOR, workspace_id, emails):
         out.setdefault(row["email"], []).append(membership_wire(row))
     return out
+
+
+# ---------------------------------------------------------------- side effects of membership changes
+
+def _rfc3339(column: str) -> str:
+    """A timestamptz as contacts.model.format_time writes it: UTC, "Z", fraction without trailing zeros."""
+    return (f"rtrim(rtrim(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '0'), '.')"
+            " || 'Z'")
+
+
+# `changed` (email, list_id, list_name, status, old_status, new_status, kind, created_at,
+# updated_at, confirm_url) -> one timeline entry and one outbox event per row:
+#   timeline changes: {"status": {"old", "new"}} (null: not a member), plus
+#                     {"confirm_url": {"old": null, "new"}} on list.pending;
+#   event data:       {"contact_list": {email, list_id, list_name, status, created_at, updated_at},
+#                      "previous_status", and "confirm_url" on list.pending}.
+# The confirmation link rides along until Postroom sends the confirmation email itself.
+_RECORDED = f"""
+, entry AS (
+    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
+    SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
+           jsonb_build_object('status', jsonb_build_object('old', c.old_status, 'new', c.new_status))
+           || CASE WHEN c.confirm_url IS NULL THEN '{{}}'::jsonb
+                   ELSE jsonb_build_object('confirm_url', jsonb_build_object('old', NULL, 'new', c.confirm_url)) END
+      FROM changed c
+)
+INSERT INTO events (workspace_id, type, subject, data)
+SELECT $1, c.kind, c.email,
+       jsonb_build_object('contact_list', jsonb_build_object(
+                              'email', c.email, 'list_id', c.list_id, 'list_name', c.list_name,
+                              'status', c.status, 'created_at', {_rfc3339('c.created_at')},
+                              'updated_at', {_rfc3339('c.updated_at')}),
+                          'previous_status', c.old_status)
+       || CASE WHEN c.confirm_url IS NULL THEN '{{}}'::jsonb
+               ELSE jsonb_build_object('confirm_url', c.confirm_url) END
+  FROM changed c
+RETURNING id
+"""
+
+
+def _recorded(write: str, changed: str) -> str:
+    """WITH w AS (<write ... RETURNING the membership>), changed AS (<changed>) + _RECORDED."""
+    return f"WITH w AS ({write}),\nchanged AS ({changed}){_RECORDED}"
+
+
+# ---------------------------------------------------------------- import: set-based subscription
+
+UNKNOWN_LIST_IDS = """
+SELECT x.id
+  FROM unnest($2::text[]) WITH ORDINALITY AS x(id, n)
+ WHERE NOT EXISTS (SELECT 1 FROM lists l
+                    WHERE l.workspace_id = $1 AND l.id = x.id AND l.deleted_at IS NULL)
+ ORDER BY x.n
+"""
+
+
+async def unknown_list_ids(conn, workspace_id: str, list_ids: list[str]) -> list[str]:
+    """The ids among list_ids that name no list (or a deleted one), once each, in input order."""
+    seen: set[str] = set()
+    out = []
+    for row in await conn.fetch(UNKNOWN_LIST_IDS, workspace_id, list_ids):
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            out.append(row["id"])
+    return out
+
+
+MEMBERSHIP_COLUMNS = "email, list_id, status, created_at, updated_at"
+
+# model.on_import, set-based: absent or removed -> active (list.subscribed); any other membership
+# is kept as it is. Rows go in key order so that concurrent imports lock them in the same order.
+ADD_MEMBERS = _recorded(
+    f"""
+    INSERT INTO contact_lists AS cl (workspace_id, list_id, email, status)
+    SELECT $1, l.id, e.email, '{model.ACTIVE}'
+      FROM (SELECT DISTINCT unnest($2::text[]) AS email) e
+     CROSS JOIN lists l
+     WHERE l.workspace_id = $1 AND l.id = ANY($3::text[]) AND l.deleted_at IS NULL
+     ORDER BY l.id, e.email
+    ON CONFLICT (workspace_id, list_id, email) DO UPDATE
+       SET status = '{model.ACTIVE}', created_at = now(), updated_at = now(), deleted_at = NULL
+     WHERE cl.deleted_at IS NOT NULL
+    RETURNING cl.email, cl.list_id, cl.status, cl.created_at, cl.updated_at""",
+    f"""
+    SELECT w.email, w.list_id, l.name AS list_name, w.status, NULL::text AS old_status,
+           w.status AS new_status, '{model.SUBSCRIBED}'::text AS kind, w.created_at, w.updated_at,
+           NULL::text AS confirm_url
+      FROM w JOIN lists l ON l.workspace_id = $1 AND l.id = w.list_id""")
+
+
+async def add_members(conn, workspace_id: str, emails: list[str], list_ids: list[str]) -> None:
+    """Import's subscribe_to_lists: each (email, list) becomes `active` when it was not a member
+    (never, or removed); unsubscribed, bounced, complained and pending members keep their status.
+    Each membership that changed gets its `list.subscribed` timeline entry and outbox event.
+
+    `emails` must be normalised already; unknown or deleted list ids are skipped (check them first
+    with unknown_list_ids). One statement whatever the number of rows; run it in the caller's
+    transaction so that the memberships commit with the contacts.
+    """
+    if emails and list_ids:
+        await conn.execute(ADD_MEMBERS, workspace_id, emails, list_ids)
+
+
+# ---------------------------------------------------------------- lists
+
+LIST_COLUMNS = "id, name, is_double_optin, is_public, description, created_at, updated_at"
+
+ALL_LISTS = f"""
+SELECT {LIST_COLUMNS} FROM lists WHERE workspace_id = $1 AND deleted_at IS NULL ORDER BY created_at, id
+"""
+
+GET_LIST = f"SELECT {LIST_COLUMNS} FROM lists WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
+
+# FOR SHARE: a list cannot be deleted or changed under a transaction that subscribes to it.
+LISTS_BY_IDS = f"""
+SELECT {LIST_COLUMNS} FROM lists
+ WHERE workspace_id = $1 AND id = ANY($2::text[]) AND deleted_at IS NULL
+ ORDER BY id
+"""
+LISTS_BY_IDS_SHARE = LISTS_BY_IDS + " FOR SHARE"
+
+# A deleted list keeps its row (and its id): creating that id again is a conflict.
+CREATE_LIST = f"""
+INSERT INTO lists (workspace_id, id, name, is_double_optin, is_public, description)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (workspace_id, id) DO NOTHING
+RETURNING {LIST_COLUMNS}
+"""
+
+LOCK_LIST = GET_LIST + " FOR UPDATE"
+
+UPDATE_LIST = f"""
+UPDATE lists SET name = $3, is_double_optin = $4, is_public = $5, description = $6, updated_at = now()
+ WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+RETURNING {LIST_COLUMNS}
+"""
+
+DELETE_LIST = """
+UPDATE lists SET deleted_at = now(), updated_at = now()
+ WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+"""
+
+LIST_STATS = """
+SELECT status, count(*) AS n FROM contact_lists
+ WHERE workspace_id = $1 AND list_id = $2 AND deleted_at IS NULL
+ GROUP BY status
+"""
+
+
+async def all_lists(conn, workspace_id: str):
+    return await conn.fetch(ALL_LISTS, workspace_id)
+
+
+async def get_list(conn, workspace_id: str, list_id: str):
+    return await conn.fetchrow(GET_LIST, workspace_id, list_id)
+
+
+async def lists_by_ids(conn, workspace_id: str, list_ids: list[str], share: bool = False) -> dict:
+    """id -> list row for the ids that name a live list; `share` locks them for the transaction."""
+    rows = await conn.fetch(LISTS_BY_IDS_SHARE if share else LISTS_BY_IDS, workspace_id, list_ids)
+    return {row["id"]: row for row in rows}
+
+
+async def create_list(conn, workspace_id: str, new: dict):
+    """The new list, or None when the id is taken (by a live or a deleted list)."""
+    return await conn.fetchrow(CREATE_LIST, workspace_id, new["id"], new["name"], new["is_double_optin"],
+                               new["is_public"], new["description"])
+
+
+async def update_list(conn, workspace_id: str, list_id: str, body: dict):
+    """Applies lists.update to the live list (None when there is none); raises model.ListError."""
+    async with conn.transaction():
+        stored = await conn.fetchrow(LOCK_LIST, workspace_id, list_id)
+        if stored is None:
+            return None
+        new = model.parse_list_update(body, stored)
+        return await conn.fetchrow(UPDATE_LIST, workspace_id, list_id, new["name"], new["is_double_optin"],
+                                   new["is_public"], new["description"])
+
+
+async def delete_list(conn, workspace_id: str, list_id: str) -> bool:
+    """Soft delete: the list and its memberships leave every read; the rows stay."""
+    return await conn.execute(DELETE_LIST, workspace_id, list_id) == "UPDATE 1"
+
+
+async def list_stats(conn, workspace_id: str, list_id: str) -> dict[str, int]:
+    counts = {status: 0 for status in model.STATUSES}
+    for row in await conn.fetch(LIST_STATS, workspace_id, list_id):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+# ---------------------------------------------------------------- one membership
+
+# Removed memberships are included: the caller treats them as "not a member".
+LOCK_MEMBERSHIP = f"""
+SELECT {MEMBERSHIP_COLUMNS}, deleted_at FROM contact_lists
+ WHERE workspace_id = $1 AND list_id = $2 AND email = $3
+   FOR UPDATE
+"""
+
+GET_MEMBERSHIP = """
+SELECT cl.email, cl.list_id, l.name AS list_name, cl.status, cl.created_at, cl.updated_at
+  FROM contact_lists cl
+  JOIN lists l ON l.workspace_id = cl.workspace_id AND l.id = cl.list_id AND l.deleted_at IS NULL
+ WHERE cl.workspace_id = $1 AND cl.list_id = $2 AND cl.email = $3 AND cl.deleted_at IS NULL
+"""
+
+# Parameters of a single change: $1 workspace, $2 list id, $3 email, $4 list name, $5 old status,
+# $6 event kind, $7 confirmation URL or NULL, and $8 the new status where there is one.
+_ONE = """
+    SELECT w.email, w.list_id, $4::text AS list_name, w.status, $5::text AS old_status,
+           {new_status} AS new_status, $6::text AS kind, w.created_at, w.updated_at, $7::text AS confirm_url
+      FROM w"""
+
+INSERT_MEMBERSHIP = _recorded(f"""
+    INSERT INTO contact_lists (workspace_id, list_id, email, status) VALUES ($1, $2, $3, $8)
+    ON CONFLICT (workspace_id, list_id, email) DO NOTHING
+    RETURNING {MEMBERSHIP_COLUMNS}""", _ONE.format(new_status="w.status"))
+
+# A removed membership that comes back is a new membership: it starts again at now().
+SET_STATUS = _recorded(f"""
+    UPDATE contact_lists
+       SET status = $8, updated_at = now(),
+           created_at = CASE WHEN deleted_at IS NULL THEN created_at ELSE now() END, deleted_at = NULL
+     WHERE workspace_id = $1 AND list_id = $2 AND email = $3
+    RETURNING {MEMBERSHIP_COLUMNS}""", _ONE.format(new_status="w.status"))
+
+REMOVE_MEMBERSHIP = _recorded(f"""
+    UPDATE contact_lists SET deleted_at = now(), updated_at = now()
+     WHERE workspace_id = $1 AND list_id = $2 AND email = $3
+    RETURNING {MEMBERSHIP_COLUMNS}""", _ONE.format(new_status="NULL::text"))
+
+
+def _current(row) -> str | None:
+    """The status of a locked membership row; None when there is none or it was removed."""
+    return None if row is None or row["deleted_at"] is not None else row["status"]
+
+
+def _with_name(row, lst) -> dict:
+    out = dict(row)
+    out["list_name"] = lst["name"]
+    return out
+
+
+async def get_membership(conn, workspace_id: str, list_id: str, email: str):
+    return await conn.fetchrow(GET_MEMBERSHIP, workspace_id, list_id, email)
+
+
+async def _lock(conn, workspace_id: str, list_id: str, email: str):
+    return await conn.fetchrow(LOCK_MEMBERSHIP, workspace_id, list_id, email)
+
+
+async def _apply(conn, sql: str, workspace_id: str, lst, email: str, current: str | None,
+                 change: model.Change, link=None) -> bool:
+    """Writes one change with its timeline entry and event; False when the write found no row to
+    write (an INSERT that met a membership inserted meanwhile)."""
+    url = await link(lst["id"]) if change.status == model.PENDING else None
+    args = [workspace_id, lst["id"], email, lst["name"], current, change.kind, url]
+    if change.status is not None:
+        args.append(change.status)
+    return await conn.fetchval(sql, *args) is not None
+
+
+async def subscribe(conn, workspace_id: str, email: str, lists, public: bool, link) -> int:
+    """Applies model.on_subscribe to the contact's membership of each list (list rows, locked by
+    the caller with lists_by_ids(share=True)) and records each change. Call in a transaction.
+    `link(list_id)` is awaited for the confirmation URL of a membership that becomes pending.
+    Returns the number of memberships changed."""
+    changed = 0
+    for lst in sorted(lists, key=lambda r: r["id"]):  # one lock order for every transaction
+        row = await _lock(conn, workspace_id, lst["id"], email)
+        for _ in range(2):
+            current = _current(row)
+            change = model.on_subscribe(current, lst["is_double_optin"], public)
+            if change is None:
+                break
+            sql = INSERT_MEMBERSHIP if row is None else SET_STATUS
+            if await _apply(conn, sql, workspace_id, lst, email, current, change, link):
+                changed += 1
+                break
+            # Inserted meanwhile by a concurrent transaction: decide again on what is there now.
+            row = await _lock(conn, workspace_id, lst["id"], email)
+    return changed
+
+
+async def set_status(conn, workspace_id: str, lst, email: str, status: str, link) -> bool:
+    """contactLists.updateStatus; False when the contact is not in the list. Call in a transaction."""
+    current = _current(await _lock(conn, workspace_id, lst["id"], email))
+    if current is None:
+        return False
+    change = model.on_set_status(current, status)
+    if change is not None:
+        await _apply(conn, SET_STATUS, workspace_id, lst, email, current, change, link)
+    return True
+
+
+async def confirm(conn, workspace_id: str, lst, email: str) -> bool:
+    """A confirmation link: pending -> active; True when it changed something. Raises
+    model.ListError when the membership is not pending (nor active). Call in a transaction."""
+    current = _current(await _lock(conn, workspace_id, lst["id"], email))
+    change = model.on_confirm(current)
+    if change is None:
+        return False
+    return await _apply(conn, SET_STATUS, workspace_id, lst, email, current, change)
+
+
+async def remove(conn, workspace_id: str, lst, email: str) -> None:
+    """contactLists.removeContact (the row stays, with deleted_at). Raises model.ListError 404
+    when the contact is not in the list. Call in a transaction."""
+    current = _current(await _lock(conn, workspace_id, lst["id"], email))
+    change = model.on_remove(current)
+    await _apply(conn, REMOVE_MEMBERSHIP, workspace_id, lst, email, current, change)
+
+
+# ---------------------------------------------------------------- the members of a list, by pages
+
+def _members_query(after: bool, status: bool) -> str:
+    """Keyset pages in email order on the primary key: a page costs the same wherever it is."""
+    where = ["workspace_id = $1", "list_id = $2", "deleted_at IS NULL"]
+    if after:
+        where.append("email > $4")
+    if status:
+        where.append(f"status = ${5 if after else 4}")
+    return (f"SELECT {MEMBERSHIP_COLUMNS} FROM contact_lists WHERE {' AND '.join(where)} "
+            f"ORDER BY email LIMIT $3")
+
+
+_MEMBERS = {(a, s): _members_query(a, s) for a in (False, True) for s in (False, True)}
+
+
+async def members_page(conn, workspace_id: str, lst, limit: int, after: str | None,
+                       status: str | None) -> tuple[list[dict], str | None]:
+    """Up to `limit` memberships of the list after the email `after`; and the last email when more follow."""
+    args: list = [workspace_id, lst["id"], limit + 1]
+    if after is not None:
+        args.append(after)
+    if status is not None:
+        args.append(status)
+    rows = await conn.fetch(_MEMBERS[(after is not None, status is not None)], *args)
+    more = len(rows) > limit
+    page = [membership_wire(_with_name(row, lst)) for row in rows[:limit]]
+    return page, (page[-1]["email"] if more else None)
+
+
+# ---------------------------------------------------------------- workspace secrets
+
+GET_SECRET = "SELECT sealed FROM workspace_secrets WHERE workspace_id = $1 AND name = $2"
+
+PUT_SECRET = """
+INSERT INTO workspace_secrets (workspace_id, name, sealed) VALUES ($1, $2, $3)
+ON CONFLICT (workspace_id, name) DO NOTHING
+RETURNING sealed
+"""
+
+CONFIRM_SECRET = "confirm_links"
+
+
+class SecretUnreadable(RuntimeError):
+    """A stored secret does not open with this process's SECRET_KEY: a configuration fault."""
+
+
+def _open(key_bytes: bytes, workspace_id: str, name: str, sealed: bytes) -> bytes:
+    try:
+        return sealed_secrets.decrypt(key_bytes, sealed, model.secret_context(workspace_id, name))
+    except sealed_secrets.SecretError:
+        raise SecretUnreadable(
+            f"the {name} secret of workspace {workspace_id} cannot be opened with this SECRET_KEY: "
+            "every process must share the key the secret was sealed with") from None
+
+
+async def workspace_secret(conn, workspace_id: str, key_bytes: bytes, name: str = CONFIRM_SECRET,
+                           create: bool = True) -> bytes | None:
+    """The workspace's secret `name`, made (random, sealed) on first use when `create`."""
+    sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
+    if sealed is None:
+        if not create:
+            return None
+        fresh = sealed_secrets.encrypt(key_bytes, model.new_secret(), model.secret_context(workspace_id, name))
+        sealed = await conn.fetchval(PUT_SECRET, workspace_id, name, fresh)
+        if sealed is None:  # made by a concurrent process first: use that one
+            sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
+    return _open(key_bytes, workspace_id, name, sealed)
+
+
+# ---------------------------------------------------------------- rate limits of the public form
+
+# One atomic upsert per attempt counts it in every bucket at once, on the database's clock, so
+# all API processes share the counters. Buckets come sorted: one lock order for everyone.
+HIT = """
+WITH w AS (SELECT to_timestamp(floor(extract(epoch FROM now()) / $3) * $3) AS start)
+INSERT INTO subscribe_rate_limits AS r (workspace_id, bucket, window_start, hits)
+SELECT $1, b, w.start, 1 FROM unnest($2::text[]) AS b, w
+ON CONFLICT (workspace_id, bucket) DO UPDATE
+   SET hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + 1 ELSE 1 END,
+       window_start = EXCLUDED.window_start
+RETURNING r.bucket, r.hits,
+          greatest(1, ceil(extract(epoch FROM r.window_start - now()) + $3))::int AS retry_after
+"""
+
+SWEEP = """
+DELETE FROM subscribe_rate_limits WHERE workspace_id = $1 AND window_start < now() - interval '1 hour'
+"""
+
+
+async def count_attempt(conn, workspace_id: str, buckets: dict[str, int]) -> int | None:
+    """Counts one attempt in each bucket; the seconds to wait when any is over its limit, else None."""
+    names = sorted(buckets)
+    rows = await conn.fetch(HIT, workspace_id, names, model.RATE_WINDOW)
+    if random.random() < 0.01:  # now and then, forget the windows long gone
+        await conn.execute(SWEEP, workspace_id)
+    over = [row["retry_after"] for row in rows if row["hits"] > buckets[row["bucket"]]]
+    return max(over) if over else None

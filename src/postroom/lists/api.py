@@ -1,0 +1,310 @@
+"""List, membership and subscription endpoints: decode -> model -> store -> encode.
+
+/api/lists.* and /api/contactLists.* need the `lists` permission (reads: read, writes: write);
+lists.subscribe also creates or updates the contact, so it needs contacts write as well.
+POST /subscribe and GET /confirm are public (no token; an Authorization header is ignored).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import time
+
+from starlette.routing import Route
+
+from postroom.auth.model import permission_error
+from postroom.contacts import model as contacts_model, store as contacts_store
+from postroom.lists import model, store
+from postroom.platform.http import (
+    ApiError, Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
+
+LIST_NOT_FOUND = "list not found"
+MEMBERSHIP_NOT_FOUND = "Contact list relationship not found"
+PAGE_DEFAULT, PAGE_MAX = 100, 1000
+
+
+def _rules(fn, *args):
+    """Runs a model rule; its ListError becomes the HTTP error it names."""
+    try:
+        return fn(*args)
+    except model.ListError as exc:
+        raise ApiError(exc.status, exc.message) from None
+
+
+@contextlib.contextmanager
+def _rule_errors():
+    """The same, around store calls that apply model rules inside a transaction."""
+    try:
+        yield
+    except model.ListError as exc:
+        raise ApiError(exc.status, exc.message) from None
+
+
+def _email(value) -> str:
+    if value is None or value == "":
+        raise ApiError(400, "email is required")
+    if not isinstance(value, str):
+        raise ApiError(400, "email must be a string")
+    email = contacts_model.normalize_email(value)
+    if not email:
+        raise ApiError(400, "email is required")
+    return email
+
+
+async def _live_list(conn, workspace_id: str, list_id: str, share: bool = False):
+    """The live list (locked FOR SHARE when `share`), or 404."""
+    found = await store.lists_by_ids(conn, workspace_id, [list_id], share=share)
+    if list_id not in found:
+        raise ApiError(404, LIST_NOT_FOUND)
+    return found[list_id]
+
+
+def _links(request, conn, workspace_id: str, email: str):
+    """link(list_id) -> the signed confirmation URL for this contact; the workspace's secret is
+    read (or made) once, in the caller's transaction."""
+    settings = request.app.state.settings
+    base = settings.api_endpoint or str(request.base_url)
+    secret: list[bytes] = []
+
+    async def link(list_id: str) -> str:
+        if not secret:
+            secret.append(await store.workspace_secret(conn, workspace_id, settings.key_bytes))
+        return model.confirm_url(base, secret[0], workspace_id, list_id, email, time.time())
+
+    return link
+
+
+# ---------------------------------------------------------------- lists
+
+async def list_lists(call: Call):
+    async with call.pool.acquire() as conn:
+        rows = await store.all_lists(conn, call.workspace_id)
+    return {"lists": [model.list_to_wire(row) for row in rows]}
+
+
+async def get_list(call: Call):
+    list_id = _rules(model.list_id_param, call.param("id"))
+    async with call.pool.acquire() as conn:
+        row = await store.get_list(conn, call.workspace_id, list_id)
+    if row is None:
+        raise ApiError(404, LIST_NOT_FOUND)
+    return {"list": model.list_to_wire(row)}
+
+
+async def create_list(call: Call):
+    new = _rules(model.parse_new_list, call.body)
+    async with call.pool.acquire() as conn:
+        row = await store.create_list(conn, call.workspace_id, new)
+    if row is None:
+        raise ApiError(409, f"list already exists: {new['id']}")
+    return json_response({"list": model.list_to_wire(row)}, 201)
+
+
+async def update_list(call: Call):
+    list_id = _rules(model.list_id_param, call.body.get("id"))
+    async with call.pool.acquire() as conn:
+        with _rule_errors():
+            row = await store.update_list(conn, call.workspace_id, list_id, call.body)
+    if row is None:
+        raise ApiError(404, LIST_NOT_FOUND)
+    return {"list": model.list_to_wire(row)}
+
+
+async def delete_list(call: Call):
+    list_id = _rules(model.list_id_param, call.body.get("id"))
+    async with call.pool.acquire() as conn:
+        if not await store.delete_list(conn, call.workspace_id, list_id):
+            raise ApiError(404, LIST_NOT_FOUND)
+    return {"success": True}
+
+
+async def list_stats(call: Call):
+    list_id = _rules(model.list_id_param, call.param("list_id"), "list_id")
+    async with call.pool.acquire() as conn:
+        await _live_list(conn, call.workspace_id, list_id)
+        counts = await store.list_stats(conn, call.workspace_id, list_id)
+    return {"list_id": list_id, "stats": {f"total_{status}": counts[status] for status in model.STATUSES}}
+
+
+async def subscribe(call: Call):
+    """lists.subscribe: upserts the contact (contacts.upsert's rules), then subscribes it."""
+    denied = permission_error(call.membership, "contacts", True)
+    if denied:
+        raise ApiError(403, denied)
+    incoming, list_ids = _rules(model.parse_subscribe, call.body)
+    ws = call.workspace_id
+    async with call.pool.acquire() as conn:
+        _rules(model.check_lists, list_ids, await store.lists_by_ids(conn, ws, list_ids), False)
+    # Lists first, so that a bad list id leaves the contact untouched. The contact's upsert is
+    # its own transaction (contacts.store.upsert); the memberships follow in another one.
+    await contacts_store.upsert(call.pool, ws, incoming)
+    email = incoming["email"]
+    async with call.pool.acquire() as conn, conn.transaction():
+        rows = _rules(model.check_lists, list_ids, await store.lists_by_ids(conn, ws, list_ids, share=True), False)
+        await store.subscribe(conn, ws, email, rows, False, _links(call.request, conn, ws, email))
+    return {"success": True}
+
+
+# ---------------------------------------------------------------- memberships
+
+async def get_by_ids(call: Call):
+    email = _email(call.param("email"))
+    list_id = _rules(model.list_id_param, call.param("list_id"), "list_id")
+    async with call.pool.acquire() as conn:
+        await _live_list(conn, call.workspace_id, list_id)
+        row = await store.get_membership(conn, call.workspace_id, list_id, email)
+    if row is None:
+        raise ApiError(404, MEMBERSHIP_NOT_FOUND)
+    return {"contact_list": store.membership_wire(row)}
+
+
+def _page_limit(raw: str | None) -> int:
+    if raw is None:
+        return PAGE_DEFAULT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= PAGE_MAX:
+        raise ApiError(400, f"limit must be between 1 and {PAGE_MAX}")
+    return limit
+
+
+def encode_cursor(email: str) -> str:
+    return base64.urlsafe_b64encode(email.encode()).decode()
+
+
+def decode_cursor(raw: str) -> str:
+    try:
+        email = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid cursor encoding") from None
+    if not email or "\x00" in email:
+        raise ApiError(400, "invalid cursor encoding")
+    return email
+
+
+async def get_contacts_by_list(call: Call):
+    """One page of the list's members in email order: `limit` (1..1000, default 100), `cursor`
+    (the previous page's next_cursor), optional `status`."""
+    list_id = _rules(model.list_id_param, call.param("list_id"), "list_id")
+    limit = _page_limit(call.param("limit"))
+    cursor = call.param("cursor")
+    after = decode_cursor(cursor) if cursor is not None else None
+    status = call.param("status")
+    if status is not None:
+        status = _rules(model.parse_status, status)
+    async with call.pool.acquire() as conn:
+        lst = await _live_list(conn, call.workspace_id, list_id)
+        page, last = await store.members_page(conn, call.workspace_id, lst, limit, after, status)
+    out: dict = {"contact_lists": page}
+    if last is not None:
+        out["next_cursor"] = encode_cursor(last)
+    return out
+
+
+async def get_lists_by_contact(call: Call):
+    email = _email(call.param("email"))
+    async with call.pool.acquire() as conn:
+        found = await store.memberships_for(conn, call.workspace_id, [email])
+    return {"contact_lists": found.get(email, [])}
+
+
+async def update_status(call: Call):
+    body = call.body
+    email = _email(body.get("email"))
+    list_id = _rules(model.list_id_param, body.get("list_id"), "list_id")
+    status = _rules(model.parse_status, body.get("status"))
+    ws = call.workspace_id
+    async with call.pool.acquire() as conn, conn.transaction():
+        lst = await _live_list(conn, ws, list_id, share=True)
+        found = await store.set_status(conn, ws, lst, email, status, _links(call.request, conn, ws, email))
+    if not found:
+        return {"success": True, "message": "contact not in list", "found": False}
+    return {"success": True, "message": "status updated successfully", "found": True}
+
+
+async def remove_contact(call: Call):
+    body = call.body
+    email = _email(body.get("email"))
+    list_id = _rules(model.list_id_param, body.get("list_id"), "list_id")
+    async with call.pool.acquire() as conn, conn.transaction():
+        lst = await _live_list(conn, call.workspace_id, list_id, share=True)
+        with _rule_errors():
+            await store.remove(conn, call.workspace_id, lst, email)
+    return {"success": True}
+
+
+ENDPOINTS = [
+    Endpoint("/api/lists.list", "GET", list_lists, resource="lists"),
+    Endpoint("/api/lists.get", "GET", get_list, resource="lists"),
+    Endpoint("/api/lists.create", "POST", create_list, resource="lists", write=True),
+    Endpoint("/api/lists.update", "POST", update_list, resource="lists", write=True),
+    Endpoint("/api/lists.delete", "POST", delete_list, resource="lists", write=True),
+    Endpoint("/api/lists.stats", "GET", list_stats, resource="lists"),
+    Endpoint("/api/lists.subscribe", "POST", subscribe, resource="lists", write=True),
+    Endpoint("/api/contactLists.getByIDs", "GET", get_by_ids, resource="lists"),
+    Endpoint("/api/contactLists.getContactsByList", "GET", get_contacts_by_list, resource="lists"),
+    Endpoint("/api/contactLists.getListsByContact", "GET", get_lists_by_contact, resource="lists"),
+    Endpoint("/api/contactLists.updateStatus", "POST", update_status, resource="lists", write=True),
+    Endpoint("/api/contactLists.removeContact", "POST", remove_contact, resource="lists", write=True),
+]
+
+
+# ---------------------------------------------------------------- public: the form and the link
+
+def client_address(request) -> str | None:
+    """The peer address as the ASGI server reports it. Behind a proxy, run uvicorn with
+    --proxy-headers and --forwarded-allow-ips so that this is the client's, not the proxy's;
+    X-Forwarded-For is not read here, since anyone can send it."""
+    return request.client.host if request.client else None
+
+
+async def public_subscribe(request):
+    """POST /subscribe {workspace_id, contact, list_ids}: public lists only; an existing contact
+    is never changed; double opt-in lists give `pending` and a signed confirmation link."""
+    if request.method != "POST":
+        return error_response(405, "Method not allowed", {"Allow": "POST"})
+    state = request.app.state
+    body = decode_object(await read_body(request, state.settings.max_body_bytes))
+    ws = workspace_from(body.get("workspace_id"), "workspace_id is required")
+    incoming, list_ids = _rules(model.parse_subscribe, body)
+    email = incoming["email"]
+    async with state.pool.acquire() as conn:
+        # An unknown workspace has no lists: it answers like an unknown list, nothing more.
+        _rules(model.check_lists, list_ids, await store.lists_by_ids(conn, ws, list_ids), True)
+        wait = await store.count_attempt(conn, ws, model.rate_buckets(email, client_address(request)))
+        if wait is not None:
+            raise ApiError(429, model.RATE_LIMITED, {"Retry-After": str(wait)})
+        async with conn.transaction():
+            rows = _rules(model.check_lists, list_ids,
+                          await store.lists_by_ids(conn, ws, list_ids, share=True), True)
+            await contacts_store.create_if_absent(conn, ws, incoming)
+            await store.subscribe(conn, ws, email, rows, True, _links(request, conn, ws, email))
+    return json_response({"success": True})
+
+
+async def public_confirm(request):
+    """GET /confirm?workspace_id&list_id&email&expires&token: the link of a list.pending event."""
+    if request.method != "GET":
+        return error_response(405, "Method not allowed", {"Allow": "GET"})
+    state = request.app.state
+    req = _rules(model.parse_confirm, request.query_params)
+    async with state.pool.acquire() as conn:
+        secret = await store.workspace_secret(conn, req.workspace_id, state.settings.key_bytes, create=False)
+        _rules(model.check_confirm, secret, req, time.time())
+        async with conn.transaction():
+            found = await store.lists_by_ids(conn, req.workspace_id, [req.list_id], share=True)
+            if req.list_id not in found:
+                raise ApiError(400, LIST_NOT_FOUND)
+            with _rule_errors():
+                await store.confirm(conn, req.workspace_id, found[req.list_id], req.email)
+    return json_response({"success": True, "message": "subscription confirmed"})
+
+
+ROUTES = [
+    Route("/subscribe", public_subscribe, methods=None),
+    Route("/confirm", public_confirm, methods=None),
+]
