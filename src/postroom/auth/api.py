@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+import time
+
 from postroom.auth import model, store
 from postroom.auth.model import AuthError, Membership, Principal
 from postroom.platform.http import ApiError, Call, Endpoint
+
+# Verified tokens and memberships are remembered briefly: an API client sends the same token with
+# every request, and the lookups would otherwise cost a JWT verification and a database round trip
+# each time. A revoked key or membership stops working within MEMBERSHIP_TTL seconds.
+MEMBERSHIP_TTL = 2.0
+_CACHE_MAX = 10_000
+
+
+class _TtlCache:
+    def __init__(self) -> None:
+        self._items: dict = {}
+
+    def get(self, key):
+        hit = self._items.get(key)
+        if hit is None:
+            return None
+        if hit[1] < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        return hit[0]
+
+    def put(self, key, value, ttl: float) -> None:
+        if len(self._items) >= _CACHE_MAX:
+            self._items.clear()
+        self._items[key] = (value, time.monotonic() + ttl)
+
+
+def _caches(state) -> tuple[_TtlCache, _TtlCache]:
+    caches = getattr(state, "auth_caches", None)
+    if caches is None:
+        caches = state.auth_caches = (_TtlCache(), _TtlCache())
+    return caches
 
 
 def _raise(exc: AuthError):
@@ -12,24 +46,34 @@ def _raise(exc: AuthError):
 
 
 async def authenticate(request, state) -> Principal:
+    tokens, _ = _caches(state)
     try:
         token = model.bearer_token(request.headers.get("authorization"))
-        principal = model.decode_token(token, state.settings.key_bytes)
+        principal = tokens.get(token)
+        if principal is None:
+            principal = model.decode_token(token, state.settings.key_bytes)
+            if principal.type == "user":
+                async with state.pool.acquire() as conn:
+                    if not await store.session_valid(conn, principal.session_id, principal.user_id):
+                        raise ApiError(401, "Invalid token: session expired or signed out")
+            # never past the token's own expiry: exp is checked by decode_token, and the TTL is short
+            tokens.put(token, principal, MEMBERSHIP_TTL)
     except AuthError as exc:
         _raise(exc)
-    if principal.type == "user":
-        async with state.pool.acquire() as conn:
-            if not await store.session_valid(conn, principal.session_id, principal.user_id):
-                raise ApiError(401, "Invalid token: session expired or signed out")
     return principal
 
 
 async def authorize(state, principal: Principal, workspace_id: str, resource: str | None,
                     write: bool) -> Membership:
-    async with state.pool.acquire() as conn:
-        membership = await store.membership(conn, workspace_id, principal.user_id)
+    _, memberships = _caches(state)
+    key = (workspace_id, principal.user_id)
+    membership = memberships.get(key)
     if membership is None:
-        raise ApiError(403, "user is not a member of the workspace")
+        async with state.pool.acquire() as conn:
+            membership = await store.membership(conn, workspace_id, principal.user_id)
+        if membership is None:
+            raise ApiError(403, "user is not a member of the workspace")
+        memberships.put(key, membership, MEMBERSHIP_TTL)
     denied = model.permission_error(membership, resource, write)
     if denied:
         raise ApiError(403, denied)

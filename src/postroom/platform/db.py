@@ -20,6 +20,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook. asyncpg already rolls back an open transaction and drops listeners;
+    Postroom keeps no session state on pooled connections (no SET, LISTEN or advisory locks:
+    those get connections of their own), so the default reset query would be a wasted round trip."""
+
+
 async def connect(dsn: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     await _init_connection(conn)
@@ -32,6 +38,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, timeou
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         timeout=timeout,
         command_timeout=60,
         max_inactive_connection_lifetime=300,
