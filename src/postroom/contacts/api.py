@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postroom.contacts import model, store
+from postroom.contacts import model, query, store
 from postroom.platform.http import ApiError, Call, Endpoint
 
 
@@ -22,6 +22,69 @@ async def upsert(call: Call):
     return {"email": contact["email"], "action": action, "contact": contact, "error": None}
 
 
+def query_or_400(parse, *args):
+    try:
+        return parse(*args)
+    except query.QueryError as exc:
+        raise ApiError(400, exc.message) from None
+
+
+def _email_param(raw, missing: str) -> str:
+    """An email naming an existing contact, normalised like stored emails; missing/blank -> 400."""
+    if raw is not None and not isinstance(raw, str):
+        raise ApiError(400, "email must be a string")
+    email = model.normalize_email(raw) if raw else ""
+    if not email:
+        raise ApiError(400, missing)
+    return query_or_400(query.text_param, "email", email)
+
+
+async def get_by_email(call: Call):
+    email = _email_param(call.param("email"), "Missing email")
+    contact = await store.get_by_email(call.pool, call.workspace_id, email)
+    if contact is None:
+        raise ApiError(404, "Contact not found")
+    return {"contact": contact}
+
+
+async def get_by_external_id(call: Call):
+    external_id = (call.param("external_id") or "").strip()  # stored trimmed, like every string field
+    if not external_id:
+        raise ApiError(400, "Missing external ID")
+    query_or_400(query.text_param, "external_id", external_id)
+    contact = await store.get_by_external_id(call.pool, call.workspace_id, external_id)
+    if contact is None:
+        raise ApiError(404, "Contact not found")
+    return {"contact": contact}
+
+
+async def count(call: Call):
+    return {"total_contacts": await store.count(call.pool, call.workspace_id)}
+
+
+async def list_contacts(call: Call):
+    q = query_or_400(query.parse_list_query, call.query.multi_items())
+    contacts, next_cursor = await store.list_contacts(call.pool, call.workspace_id, q)
+    out = {"contacts": contacts}
+    if next_cursor is not None:
+        out["next_cursor"] = next_cursor
+    return out
+
+
+async def delete(call: Call):
+    email = _email_param(call.body.get("email"), "email is required")
+    if await store.delete(call.pool, call.workspace_id, email) is None:
+        raise ApiError(404, "Contact not found")
+    return {"success": True}
+
+
 ENDPOINTS = [
     Endpoint("/api/contacts.upsert", "POST", upsert, resource="contacts", write=True),
+    Endpoint("/api/contacts.getByEmail", "GET", get_by_email, resource="contacts",
+             missing_workspace="Missing workspace ID"),
+    Endpoint("/api/contacts.getByExternalID", "GET", get_by_external_id, resource="contacts",
+             missing_workspace="Missing workspace ID"),
+    Endpoint("/api/contacts.count", "GET", count, resource="contacts"),
+    Endpoint("/api/contacts.list", "GET", list_contacts, resource="contacts"),
+    Endpoint("/api/contacts.delete", "POST", delete, resource="contacts", write=True),
 ]

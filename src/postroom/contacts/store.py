@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from postroom.contacts import model
+from postroom.contacts import model, query
 from postroom.timeline import store as timeline
 
 COLUMNS = ", ".join(model.FIELDS)
@@ -49,6 +49,7 @@ async def upsert(pool, workspace_id: str, incoming: dict) -> tuple[str, dict]:
                 wire = model.to_wire(stored)
                 await timeline.record(conn, workspace_id, email, "contact.created", "contact", email,
                                       model.diff(model.EMPTY, stored), {"contact": wire})
+                await adjust_count(conn, workspace_id, 1)
                 return "created", stored
             existing = await conn.fetchrow(SELECT_FOR_UPDATE, workspace_id, email)
         old = dict(existing)
@@ -59,3 +60,301 @@ async def upsert(pool, workspace_id: str, incoming: dict) -> tuple[str, dict]:
             await timeline.record(conn, workspace_id, email, "contact.updated", "contact", email,
                                   changes, {"contact": model.to_wire(stored)})
         return "updated", stored
+
+
+SELECT = f"SELECT {COLUMNS} FROM contacts WHERE workspace_id = $1 AND email = $2"
+
+
+async def create_if_absent(conn, workspace_id: str, incoming: dict) -> tuple[bool, dict]:
+    """Creates the contact when its email is new (with the timeline entry and outbox event of a
+    creation); an existing contact is left exactly as it is. Returns (created, stored row).
+    For unauthenticated callers (the public subscribe form), who may not change a contact.
+    Runs in the caller's transaction when there is one."""
+    email = incoming["email"]
+    async with conn.transaction():
+        new = model.merge(None, incoming, dt.datetime.now(dt.timezone.utc))
+        stored = await conn.fetchrow(INSERT, workspace_id, *_values(new))
+        if stored is None:  # already there (or inserted by a concurrent transaction that committed)
+            return False, dict(await conn.fetchrow(SELECT, workspace_id, email))
+        stored = dict(stored)
+        await timeline.record(conn, workspace_id, email, "contact.created", "contact", email,
+                              model.diff(model.EMPTY, stored), {"contact": model.to_wire(stored)})
+        await adjust_count(conn, workspace_id, 1)
+        return True, stored
+
+
+# ---------------------------------------------------------------- the contact count
+#
+# contacts.count must answer in milliseconds at millions of contacts; an exact count(*) is an
+# index scan of the whole workspace (100-300 ms at 1M rows, measured). So each workspace's count
+# is kept in contact_counts as a few delta rows whose sum is the total. Every transaction that
+# inserts or deletes contacts appends its net change (adjust_count) in that same transaction.
+# Appending never waits for anyone, so writers do not queue on a hot counter row and the call
+# cannot deadlock, wherever it sits in the caller's transaction. Now and then a writer folds the
+# workspace's rows into one, taking only rows no one else holds (SKIP LOCKED): the row count,
+# and so the cost of a read, stays small.
+
+FOLD_EVERY = 32    # a writer whose row id is a multiple of this folds
+FOLD_AT_MOST = 1000
+
+ADJUST_COUNT = "INSERT INTO contact_counts (workspace_id, delta) VALUES ($1, $2) RETURNING id"
+
+FOLD_COUNT = f"""
+WITH folded AS (
+    DELETE FROM contact_counts
+     WHERE workspace_id = $1 AND id IN (
+           SELECT id FROM contact_counts WHERE workspace_id = $1
+            ORDER BY id LIMIT {FOLD_AT_MOST} FOR UPDATE SKIP LOCKED)
+    RETURNING delta
+)
+INSERT INTO contact_counts (workspace_id, delta)
+SELECT $1, sum(delta) FROM folded HAVING count(*) > 0
+"""
+
+COUNT = "SELECT coalesce(sum(delta), 0)::bigint FROM contact_counts WHERE workspace_id = $1"
+
+RECOUNT_DELETE = "DELETE FROM contact_counts WHERE workspace_id = $1"
+RECOUNT_INSERT = """
+INSERT INTO contact_counts (workspace_id, delta)
+SELECT $1, count(*) FROM contacts WHERE workspace_id = $1
+"""
+
+
+async def adjust_count(conn, workspace_id: str, delta: int) -> None:
+    """Adds `delta` (contacts inserted minus contacts deleted) to the workspace's count.
+
+    Call it in the transaction that inserted/deleted the rows (anywhere in it; once with the
+    net change is cheapest), so the count moves exactly when the rows do.
+    """
+    if not delta:
+        return
+    row_id = await conn.fetchval(ADJUST_COUNT, workspace_id, delta)
+    if row_id % FOLD_EVERY == 0:
+        await fold_count(conn, workspace_id)
+
+
+async def fold_count(conn, workspace_id: str) -> None:
+    """Replaces the workspace's delta rows (those not held by another transaction) by their sum."""
+    await conn.execute(FOLD_COUNT, workspace_id)
+
+
+async def count(pool, workspace_id: str) -> int:
+    async with pool.acquire() as conn:
+        return await conn.fetchval(COUNT, workspace_id)
+
+
+async def recount(conn, workspace_id: str) -> int:
+    """Rebuilds the workspace's count from the contacts table (repair, bulk loads). Exact only
+    while nothing else writes contacts of this workspace."""
+    async with conn.transaction():
+        await conn.execute(RECOUNT_DELETE, workspace_id)
+        await conn.execute(RECOUNT_INSERT, workspace_id)
+        return await conn.fetchval(COUNT, workspace_id)
+
+
+# ---------------------------------------------------------------- single-contact reads
+
+_C_COLUMNS = ", ".join(f"c.{f}" for f in model.FIELDS)
+
+# The contact plus its segment ids; the list memberships come from lists.store.memberships_for.
+_GET = f"""
+SELECT {_C_COLUMNS},
+       ARRAY(SELECT s.segment_id FROM contact_segments s
+              WHERE s.workspace_id = c.workspace_id AND s.email = c.email
+              ORDER BY s.segment_id) AS contact_segments
+  FROM contacts c
+"""
+GET_BY_EMAIL = _GET + " WHERE c.workspace_id = $1 AND c.email = $2"
+# Several contacts may share an external id: the most recently updated one wins (index
+# contacts_external_id); the email breaks a tie so the answer is stable.
+GET_BY_EXTERNAL_ID = _GET + """ WHERE c.workspace_id = $1 AND c.external_id = $2
+ ORDER BY c.updated_at DESC, c.email LIMIT 1"""
+
+
+async def _get(pool, sql: str, workspace_id: str, key: str) -> dict | None:
+    """The contact as getByEmail/getByExternalID send it (with contact_lists and
+    contact_segments), or None."""
+    from postroom.lists import store as lists_store
+
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(sql, workspace_id, key)
+        if row is None:
+            return None
+        contact = model.to_wire(row)
+        memberships = await lists_store.memberships_for(conn, workspace_id, [row["email"]])
+    contact["contact_lists"] = memberships.get(row["email"], [])
+    contact["contact_segments"] = list(row["contact_segments"])
+    return contact
+
+
+async def get_by_email(pool, workspace_id: str, email: str) -> dict | None:
+    return await _get(pool, GET_BY_EMAIL, workspace_id, email)
+
+
+async def get_by_external_id(pool, workspace_id: str, external_id: str) -> dict | None:
+    return await _get(pool, GET_BY_EXTERNAL_ID, workspace_id, external_id)
+
+
+# ---------------------------------------------------------------- delete
+
+DELETE_CONTACT = f"DELETE FROM contacts WHERE workspace_id = $1 AND email = $2 RETURNING {COLUMNS}"
+DELETE_LIST_MEMBERSHIPS = "DELETE FROM contact_lists WHERE workspace_id = $1 AND email = $2"
+DELETE_SEGMENT_MEMBERSHIPS = "DELETE FROM contact_segments WHERE workspace_id = $1 AND email = $2"
+
+
+async def delete(pool, workspace_id: str, email: str) -> dict | None:
+    """Deletes the contact with its list and segment memberships and its timeline, and records
+    `contact.deleted` (data: {"contact": <the contact as it was>}), in one transaction.
+    Returns the deleted contact's wire form, or None when there was none."""
+    from postroom.events import store as events
+
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(DELETE_CONTACT, workspace_id, email)
+        if row is None:
+            return None
+        await conn.execute(DELETE_LIST_MEMBERSHIPS, workspace_id, email)
+        await conn.execute(DELETE_SEGMENT_MEMBERSHIPS, workspace_id, email)
+        await timeline.delete_for(conn, workspace_id, email)
+        wire = model.to_wire(row)
+        await events.emit(conn, workspace_id, "contact.deleted", email, {"contact": wire})
+        await adjust_count(conn, workspace_id, -1)
+        return wire
+
+
+# ---------------------------------------------------------------- contacts.list
+
+class Conditions:
+    """The one builder for dynamic queries: conditions joined by AND, every value a $n
+    parameter. Templates are constant SQL from this module with `{0}`, `{1}`... standing for
+    the values given with them; no value is ever written into the SQL text."""
+
+    def __init__(self) -> None:
+        self.args: list = []
+        self.parts: list[str] = []
+
+    def param(self, value) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, template: str, *values) -> "Conditions":
+        self.parts.append(template.format(*(self.param(v) for v in values)))
+        return self
+
+    def sql(self) -> str:
+        return " AND ".join(self.parts) if self.parts else "TRUE"
+
+
+# Substring filters. Emails are stored lower-cased by model.normalize_email, so the pattern is
+# lower-cased the same way in Python and compared as is; other fields keep their case and are
+# compared through lower() on both sides (what ILIKE does, but about twice as fast). These are
+# the expressions the trigram indexes of migration 0005 are built on.
+_SUBSTRING_SQL = {"email": "c.email LIKE {0}"} | {
+    f: f"lower(c.{f}) LIKE lower({{0}})" for f in ("external_id", "first_name", "last_name",
+                                                   "full_name", "phone", "country", "language")}
+assert set(_SUBSTRING_SQL) == set(query.SUBSTRING_FILTERS)
+
+# Keyset paging on (created_at DESC, email ASC). The directions differ, so no row comparison;
+# the leading `created_at <= c` is what the index contacts_created (workspace_id, created_at
+# DESC, email) uses as its start position, so a page deep in the list costs what the first does.
+_AFTER_SQL = "c.created_at <= {0} AND (c.created_at < {0} OR c.email > {1})"
+
+# A member of a list: a membership that was not removed, on a list that was not deleted (the
+# same rule as lists.store.memberships_for), optionally with a given status. The list's own
+# check names the workspace as a value, not as c.workspace_id: uncorrelated, it is evaluated
+# once per query instead of joined to every row (a join would cost the page its index order).
+_IN_LIST_SQL = """EXISTS (SELECT 1 FROM contact_lists cl
+               WHERE cl.workspace_id = c.workspace_id AND cl.list_id = {0} AND cl.email = c.email
+                 AND cl.deleted_at IS NULL)
+          AND EXISTS (SELECT 1 FROM lists l WHERE l.workspace_id = {1} AND l.id = {0} AND l.deleted_at IS NULL)"""
+_IN_LIST_WITH_STATUS_SQL = """EXISTS (SELECT 1 FROM contact_lists cl
+               WHERE cl.workspace_id = c.workspace_id AND cl.list_id = {0} AND cl.email = c.email
+                 AND cl.status = {2} AND cl.deleted_at IS NULL)
+          AND EXISTS (SELECT 1 FROM lists l WHERE l.workspace_id = {1} AND l.id = {0} AND l.deleted_at IS NULL)"""
+_ANY_LIST_WITH_STATUS_SQL = """EXISTS (SELECT 1 FROM contact_lists cl
+               JOIN lists l ON l.workspace_id = cl.workspace_id AND l.id = cl.list_id AND l.deleted_at IS NULL
+               WHERE cl.workspace_id = c.workspace_id AND cl.email = c.email AND cl.status = {0}
+                 AND cl.deleted_at IS NULL)"""
+_IN_SEGMENTS_SQL = """EXISTS (SELECT 1 FROM contact_segments cs
+               WHERE cs.workspace_id = c.workspace_id AND cs.email = c.email AND cs.segment_id = ANY({0}::text[]))"""
+
+# How many rows, in list order, the first attempt at a filtered page looks at (see list_contacts).
+WINDOW = 5000
+
+_ORDER = "c.created_at DESC, c.email"
+_PAGE = """SELECT {columns} FROM contacts c WHERE {where} ORDER BY {order} LIMIT {limit}"""
+_WINDOWED = """SELECT {columns} FROM (
+    SELECT c.workspace_id, {columns} FROM contacts c WHERE {head} ORDER BY {order} LIMIT {window}
+) c WHERE {where} ORDER BY {order} LIMIT {limit}"""
+# created_at + interval '0' is created_at; it is written so because no index yields rows in
+# that order: the planner must collect the matches (trigram/list indexes or a scan) and sort them.
+_SET_ORDER = "c.created_at + interval '0' DESC, c.email"
+
+
+def _conditions(workspace_id: str, q: "query.ListQuery") -> tuple[Conditions, int]:
+    """Workspace and cursor conditions first (the head of the query), then the filters;
+    returns the builder and how many of its parts form the head."""
+    cond = Conditions()
+    cond.add("c.workspace_id = {0}", workspace_id)
+    if q.after is not None:
+        cond.add(_AFTER_SQL, *q.after)
+    head = len(cond.parts)
+    for name, value in q.substrings:
+        value = model.normalize_email(value) if name == "email" else value
+        cond.add(_SUBSTRING_SQL[name], query.like_pattern(value))
+    if q.list_id is not None and q.list_status is not None:
+        cond.add(_IN_LIST_WITH_STATUS_SQL, q.list_id, workspace_id, q.list_status)
+    elif q.list_id is not None:
+        cond.add(_IN_LIST_SQL, q.list_id, workspace_id)
+    elif q.list_status is not None:
+        cond.add(_ANY_LIST_WITH_STATUS_SQL, q.list_status)
+    if q.segments:
+        cond.add(_IN_SEGMENTS_SQL, list(q.segments))
+    return cond, head
+
+
+def list_statements(workspace_id: str, q: "query.ListQuery") -> list[tuple[str, list]]:
+    """The statements list_contacts runs, in order, each as (sql, args); the next one runs
+    only when the one before returned fewer than limit + 1 rows (see list_contacts)."""
+    cond, head = _conditions(workspace_id, q)
+    fetch = q.limit + 1
+    whole = cond.sql()
+    if not q.filtered:
+        return [(_PAGE.format(columns=_C_COLUMNS, where=whole, order=_ORDER, limit=fetch), cond.args)]
+    rest = " AND ".join(cond.parts[head:])
+    windowed = _WINDOWED.format(columns=_C_COLUMNS, head=" AND ".join(cond.parts[:head]), order=_ORDER,
+                                window=WINDOW, where=rest, limit=fetch)
+    set_based = _PAGE.format(columns=_C_COLUMNS, where=whole, order=_SET_ORDER, limit=fetch)
+    return [(windowed, cond.args), (set_based, cond.args)]
+
+
+async def list_contacts(pool, workspace_id: str, q: "query.ListQuery") -> tuple[list[dict], str | None]:
+    """One page of contacts.list: (contacts in wire form, next cursor or None on the last page).
+
+    Unfiltered, a page is one walk of contacts_created from the cursor: limit + 1 index entries
+    at any depth. Filtered, the matching rows may be anywhere, and the planner (which assumes
+    they are spread evenly) would walk the whole workspace when they all sit far down the list.
+    So a filtered page is looked for first among the next WINDOW rows in list order (cheap,
+    enough whenever matches are not rare); only when that does not fill the page is it asked
+    by matches (trigram and list indexes, or a scan), then sorted. Both read the same
+    conditions, so they answer the same rows.
+    """
+    fetch = q.limit + 1
+    async with pool.acquire() as conn:
+        rows = []
+        for sql, args in list_statements(workspace_id, q):
+            rows = await conn.fetch(sql, *args)
+            if len(rows) >= fetch:
+                break
+        page = rows[:q.limit]
+        contacts = [model.to_wire(r) for r in page]
+        if q.with_contact_lists and page:
+            from postroom.lists import store as lists_store
+
+            memberships = await lists_store.memberships_for(conn, workspace_id, [r["email"] for r in page])
+            for contact in contacts:
+                contact["contact_lists"] = memberships.get(contact["email"], [])
+    next_cursor = None
+    if len(rows) > q.limit:
+        last = page[-1]
+        next_cursor = query.encode_cursor(last["created_at"], last["email"])
+    return contacts, next_cursor

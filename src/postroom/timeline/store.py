@@ -16,3 +16,27 @@ async def record(conn, workspace_id: str, email: str, kind: str, entity_type: st
                  changes: dict | None, event_data: dict) -> None:
     """Adds a timeline entry `kind` for the contact and the outbox event of the same type."""
     await conn.execute(RECORD, workspace_id, email, kind, entity_type, entity_id, changes, event_data)
+
+
+# Newest first by id (ids grow with insertion); `before` is the id of the last entry of the
+# previous page. coalesce keeps `id < ...` an index bound of contact_timeline_email on every
+# page, so a page costs the same at any depth.
+LIST_FOR = """
+SELECT id, email, kind, entity_type, entity_id, changes, created_at
+  FROM contact_timeline
+ WHERE workspace_id = $1 AND email = $2 AND id < coalesce($3::bigint, 9223372036854775807)
+ ORDER BY id DESC
+ LIMIT $4
+"""
+
+DELETE_FOR = "DELETE FROM contact_timeline WHERE workspace_id = $1 AND email = $2"
+
+
+async def list_for(conn, workspace_id: str, email: str, before: int | None, limit: int) -> list:
+    """Up to `limit` entries of the contact's timeline older than entry `before` (None: newest)."""
+    return await conn.fetch(LIST_FOR, workspace_id, email, before, limit)
+
+
+async def delete_for(conn, workspace_id: str, email: str) -> None:
+    """Removes the contact's whole timeline (in the caller's transaction: contacts.delete)."""
+    await conn.execute(DELETE_FOR, workspace_id, email)

@@ -1,0 +1,172 @@
+"""Reading contacts: parsing of the query parameters of contacts.list and friends. Pure: no I/O.
+
+Everything a client can get wrong in a read request is checked here and raised as a
+QueryError whose `.message` is the 400 text. The SQL built from a parsed ListQuery lives in
+contacts/store.py (`list_contacts`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import re
+from dataclasses import dataclass
+
+from postroom.contacts import model
+
+# Case-insensitive substring filters of contacts.list, in the order they are applied.
+SUBSTRING_FILTERS: tuple[str, ...] = (
+    "email", "external_id", "first_name", "last_name", "full_name", "phone", "country", "language")
+
+# Membership statuses a contact_list_status filter may name (the contact_lists CHECK constraint).
+LIST_STATUSES: tuple[str, ...] = ("active", "pending", "unsubscribed", "bounced", "complained")
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+LIMIT_ERROR = f"limit must be between 1 and {MAX_LIMIT}"
+CURSOR_ERROR = "invalid cursor encoding"
+MAX_SEGMENTS = 100
+
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
+
+
+class QueryError(ValueError):
+    """A read request the contract rejects; `.message` is the whole 400 text."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+# ---------------------------------------------------------------- single parameters
+
+def text_param(name: str, value: str | None) -> str | None:
+    """A text parameter as given; PostgreSQL text cannot hold NUL, so that is a client error."""
+    if value is not None and "\x00" in value:
+        raise QueryError(f"invalid {name}: contains a NUL character")
+    return value
+
+
+def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    """`limit`: absent -> default; a whole number in 1..maximum; anything else is a 400."""
+    if raw is None:
+        return default
+    s = raw.strip()
+    if not _INTEGER.fullmatch(s) or not 1 <= int(s) <= maximum:
+        raise QueryError(f"limit must be between 1 and {maximum}")
+    return int(s)
+
+
+def parse_bool(name: str, raw: str | None, default: bool = False) -> bool:
+    """`true`/`false`/`1`/`0` (any case); absent -> default; anything else names the parameter."""
+    if raw is None:
+        return default
+    s = raw.strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise QueryError(f"invalid {name}: must be true, false, 1 or 0")
+
+
+def like_pattern(value: str) -> str:
+    """A LIKE pattern matching `value` anywhere, with `\\`, `%` and `_` in it matching themselves
+    (backslash is LIKE's default escape character)."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# ---------------------------------------------------------------- cursors
+
+def encode_cursor(created_at: _dt.datetime, key: str, sep: str = "~") -> str:
+    """base64 of `<created_at RFC 3339>~<key>`: contacts.list's cursor (key: the email) in
+    Notifuse's shape; timeline.list uses sep "|" and the entry id as key.
+
+    Times are microseconds in PostgreSQL and format_time writes every digit it has, so the
+    cursor names the last row exactly.
+    """
+    return base64.b64encode(f"{model.format_time(created_at)}{sep}{key}".encode()).decode("ascii")
+
+
+def decode_cursor(raw: str, sep: str = "~") -> tuple[_dt.datetime, str]:
+    """(created_at, key) of the last row of the previous page; any defect is `invalid cursor encoding`.
+
+    Standard and URL-safe base64 are both accepted, padded or not; a `+` that arrived as a space
+    (an unencoded cursor in a query string) is taken back.
+    """
+    s = raw.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
+    s += "=" * (-len(s) % 4)
+    try:
+        text = base64.b64decode(s, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise QueryError(CURSOR_ERROR) from None
+    stamp, found, key = text.partition(sep)  # an RFC 3339 time holds neither "~" nor "|"; a key may
+    if not found or not key or "\x00" in key:
+        raise QueryError(CURSOR_ERROR)
+    try:
+        created_at = model.parse_time(stamp, "cursor")
+    except model.ContactError:
+        raise QueryError(CURSOR_ERROR) from None
+    return created_at, key
+
+
+# ---------------------------------------------------------------- contacts.list
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A parsed contacts.list request."""
+
+    substrings: tuple[tuple[str, str], ...] = ()   # (field, value) for each non-empty filter
+    list_id: str | None = None
+    list_status: str | None = None
+    segments: tuple[str, ...] = ()
+    with_contact_lists: bool = False
+    limit: int = DEFAULT_LIMIT
+    after: tuple[_dt.datetime, str] | None = None  # decoded cursor
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.substrings or self.list_id or self.list_status or self.segments)
+
+
+def _first(items: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of a parameter; empty counts as absent."""
+    for key, value in items:
+        if key == name:
+            return value if value else None
+    return None
+
+
+def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
+    """contacts.list parameters, given as (name, value) pairs in request order.
+
+    Checked in this order: the substring filters (NUL), list_id, contact_list_status,
+    segments, with_contact_lists, limit, cursor. Unknown parameters are ignored.
+    """
+    substrings = []
+    for name in SUBSTRING_FILTERS:
+        value = text_param(name, _first(items, name))
+        if value is not None:
+            substrings.append((name, value))
+    list_id = text_param("list_id", _first(items, "list_id"))
+    status = _first(items, "contact_list_status")
+    if status is not None:
+        status = status.strip().lower()
+        if status not in LIST_STATUSES:
+            raise QueryError(f"invalid contact_list_status: must be one of {', '.join(LIST_STATUSES)}")
+    segments: list[str] = []
+    for key, value in items:
+        if key in ("segments", "segments[]") and value:
+            text_param("segments", value)
+            if value not in segments:
+                segments.append(value)
+    if len(segments) > MAX_SEGMENTS:
+        raise QueryError(f"too many segments: at most {MAX_SEGMENTS}")
+    with_lists = parse_bool("with_contact_lists", _first(items, "with_contact_lists"))
+    limit = parse_limit(_first(items, "limit"))
+    raw_cursor = _first(items, "cursor")
+    after = decode_cursor(raw_cursor) if raw_cursor is not None else None
+    return ListQuery(tuple(substrings), list_id, status, tuple(segments), with_lists, limit, after)
