@@ -33,6 +33,40 @@ def _int_env(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _float_env(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def _seconds_list_env(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A comma-separated list of seconds, e.g. "30,60,120"."""
+    raw = _env(name)
+    if raw is None:
+        return default
+    steps = []
+    for item in raw.split(","):
+        try:
+            value = float(item.strip())
+        except ValueError:
+            value = -1.0
+        if not 0 <= value < float("inf"):
+            raise ConfigError(f"{name} must be comma-separated seconds (e.g. 30,60,120), got {raw!r}")
+        steps.append(value)
+    return tuple(steps)
+
+
+# Standard Webhooks' suggested ladder: 30 s, 1 min, 2 min, 5 min, 15 min, 30 min, 1 h, 2 h, 6 h, 24 h.
+WEBHOOK_RETRY_SCHEDULE = (30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
+
+
 def signing_key(secret: str) -> bytes:
     """The HMAC key behind tokens: SECRET_KEY base64-decoded when that gives 32+ bytes, else its raw bytes."""
     try:
@@ -54,6 +88,14 @@ class Settings:
     pool_min: int = 2
     pool_max: int = 20
     db_timeout: float = 5.0
+    # outgoing webhooks (postroom.webhooks)
+    webhook_timeout: float = 10.0                 # seconds for one attempt, connect to last byte
+    webhook_retry_schedule: tuple[float, ...] = WEBHOOK_RETRY_SCHEDULE
+    webhook_retention_days: float = 30.0          # delivery log kept this long, then pruned
+    webhook_concurrency: int = 128                # attempts in flight per worker process
+    webhook_subscription_concurrency: int = 32    # attempts in flight per subscription (2 while failing)
+    webhook_poll_interval: float = 0.2            # seconds between polls when nothing wakes the workers
+    webhook_lease_grace: float = 20.0             # a claim expires this long after the attempt's timeout
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -67,6 +109,13 @@ class Settings:
             api_endpoint=_env("POSTROOM_API_ENDPOINT") or "",
             pool_min=_int_env("POSTROOM_DB_POOL_MIN", 2),
             pool_max=_int_env("POSTROOM_DB_POOL_MAX", 20),
+            webhook_timeout=_float_env("POSTROOM_WEBHOOK_TIMEOUT", 10.0),
+            webhook_retry_schedule=_seconds_list_env("POSTROOM_WEBHOOK_RETRY_SCHEDULE", WEBHOOK_RETRY_SCHEDULE),
+            webhook_retention_days=_float_env("POSTROOM_WEBHOOK_RETENTION_DAYS", 30.0),
+            webhook_concurrency=_int_env("POSTROOM_WEBHOOK_CONCURRENCY", 128),
+            webhook_subscription_concurrency=_int_env("POSTROOM_WEBHOOK_SUBSCRIPTION_CONCURRENCY", 32),
+            webhook_poll_interval=_float_env("POSTROOM_WEBHOOK_POLL_INTERVAL", 0.2),
+            webhook_lease_grace=_float_env("POSTROOM_WEBHOOK_LEASE_GRACE", 20.0),
         )
 
     def ensure_secret_key(self) -> str:
@@ -92,4 +141,9 @@ class Settings:
 
     @property
     def key_bytes(self) -> bytes:
-        return signing_key(self.ensure_secret_key())
+        secret = self.ensure_secret_key()
+        cached = self.__dict__.get("_key_cache")
+        if cached is None or cached[0] != secret:
+            cached = (secret, signing_key(secret))
+            self.__dict__["_key_cache"] = cached
+        return cached[1]
