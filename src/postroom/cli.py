@@ -17,7 +17,7 @@ from postroom.platform.config import ConfigError, Settings
 
 # Modules with `register(subparsers)`; each command sets `run=fn(args, settings)` and may use
 # `database()` and `with_conn()` from here.
-PLUGINS: tuple[str, ...] = ()
+PLUGINS: tuple[str, ...] = ("postroom.contacts.cli", "postroom.workers.cli")
 
 
 class CliError(Exception):

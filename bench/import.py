@@ -1,0 +1,229 @@
+"""contacts.import over HTTP against a raw COPY-and-merge of the same rows with asyncpg, in one run.
+
+    python bench/import.py [--rows 200000] [--batch 10000] [--no-direct]
+
+What it does:
+1. creates a database `postroom_bench_<random>` on POSTROOM_BENCH_DATABASE_URL (default
+   postgresql://postgres@127.0.0.1:5432/postgres), runs `postroom migrate`, and drops it at the end;
+2. creates the workspaces `bench` (HTTP), `bench-direct` and `bench-raw` and an API key with the CLI;
+3. starts `postroom serve --no-workers` on a free port and sends `--rows` new contacts (the seed's
+   38-field shape, values varied per contact: bench/upsert.py's generator) to POST /api/contacts.import
+   in batches of `--batch`, one request after the other, with httpx; checks that every row was created.
+   10,000 such contacts make a 10.4 MiB body, over the default 10 MiB limit: this server alone gets
+   POSTROOM_MAX_BODY_BYTES raised to fit (the figure is printed with a PASS/MISS line);
+4. stops the server, then (unless --no-direct) writes the same rows in this process with what the
+   endpoint runs after decoding (bulk.Batch + bulk_store.write_batch): the HTTP layer's share;
+5. the baseline: the same request bodies decoded, typed for COPY, COPYed into a temporary table and
+   merged into contacts with one INSERT ... ON CONFLICT DO UPDATE per batch: no validation, no
+   timeline, no outbox, no lists. The floor of what a bulk write of these rows costs here;
+6. prints rows/s of each, the ratio HTTP/raw, the largest request body against the default 10 MiB
+   limit, CPU use, and PASS/MISS against the targets. The exit code is 0 whether targets are met or not.
+
+The machine is shared while helpers work: check the script at a small --rows; full figures on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import time
+
+import httpx
+import msgspec
+
+import _common as bench
+from upsert import contact
+
+TARGET_ROWS_PER_S = 40_000
+TARGET_RATIO = 0.6
+DEFAULT_BODY_LIMIT = 10 * 1024 * 1024
+
+
+def bodies(workspace_id: str, rows: int, batch: int) -> list[bytes]:
+    """The request bodies, generated one batch at a time (the dicts of 200,000 contacts are not kept)."""
+    out = []
+    for start in range(0, rows, batch):
+        contacts = [contact(f"c{n}@bench.example.com", n, 0) for n in range(start, min(start + batch, rows))]
+        out.append(msgspec.json.encode({"workspace_id": workspace_id, "contacts": contacts}))
+    return out
+
+
+# ---------------------------------------------------------------- the baseline: raw COPY and merge
+
+def raw_statements(fields, json_fields):
+    cols = ", ".join(fields)
+    stage = ", ".join(f"{f}::text AS {f}" if f in json_fields else f for f in fields)
+    values = ", ".join(f"{f}::jsonb" if f in json_fields else f for f in fields)
+    create = f"CREATE TEMP TABLE raw_stage ON COMMIT DROP AS SELECT {stage} FROM contacts WITH NO DATA"
+    merge = (f"INSERT INTO contacts (workspace_id, {cols}) SELECT $1, {values} FROM raw_stage "
+             f"ON CONFLICT (workspace_id, email) DO UPDATE SET "
+             + ", ".join(f"{f} = EXCLUDED.{f}" for f in fields if f != "email"))
+    return create, merge
+
+
+def raw_records(body: bytes, fields, json_fields, time_fields, now) -> list[tuple]:
+    """A body's contacts as COPY records: the least typing the columns need, nothing checked."""
+    encode = msgspec.json.encode
+    parse_time = dt.datetime.fromisoformat
+    records = []
+    for c in msgspec.json.decode(body)["contacts"]:
+        rec = []
+        for f in fields:
+            v = c.get(f)
+            if v is not None:
+                if f in json_fields:
+                    v = encode(v).decode()
+                elif f in time_fields:
+                    v = parse_time(v)
+                elif isinstance(v, int) and f != "orders_count":
+                    v = float(v)
+            elif f in ("created_at", "updated_at"):
+                v = now
+            rec.append(v)
+        records.append(tuple(rec))
+    return records
+
+
+async def raw_copy_merge(conn, workspace_id: str, payloads: list[bytes]) -> float:
+    from postroom.contacts import model
+
+    fields = list(model.FIELDS)
+    json_fields = set(model.JSON_FIELDS)
+    time_fields = set(model.DATETIME_FIELDS) | set(model.TIMESTAMP_FIELDS)
+    create, merge = raw_statements(fields, json_fields)
+    t0 = time.perf_counter()
+    for body in payloads:
+        records = raw_records(body.replace(b'"bench"', f'"{workspace_id}"'.encode(), 1), fields, json_fields,
+                              time_fields, dt.datetime.now(dt.timezone.utc))
+        async with conn.transaction():
+            await conn.execute(create)
+            await conn.copy_records_to_table("raw_stage", records=records, columns=fields)
+            await conn.execute(merge, workspace_id)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- the endpoint's work without HTTP
+
+async def direct_import(pool, workspace_id: str, payloads: list[bytes]) -> float:
+    from postroom.contacts import bulk, bulk_store, imports
+
+    t0 = time.perf_counter()
+    for body in payloads:
+        batch = bulk.Batch()
+        for raw in msgspec.json.decode(body)["contacts"]:
+            batch.add(raw)
+        await bulk_store.write_batch(pool, workspace_id, batch, (), imports.CHUNK_SIZE, imports.CONCURRENCY)
+        if batch.counts()["created"] != len(batch):
+            raise RuntimeError(f"direct import: {batch.counts()}")
+    return time.perf_counter() - t0
+
+
+async def main(args) -> None:
+    from postroom.platform import db
+
+    print(f"machine: {bench.machine()}")
+    payloads = bodies("bench", args.rows, args.batch)
+    largest = max(len(b) for b in payloads)
+    print(f"{args.rows} contacts in {len(payloads)} requests of up to {args.batch};"
+          f" largest body {largest / 2**20:.2f} MiB ({largest / min(args.batch, args.rows):.0f} bytes a contact)")
+
+    async with bench.fresh_database() as dsn:
+        # The body limit is raised for this server only when a batch does not fit the default.
+        limit = {"POSTROOM_MAX_BODY_BYTES": str(largest + 1024)} if largest > DEFAULT_BODY_LIMIT else {}
+        server = bench.Server(dsn, workers=False, env=limit)
+        try:
+            for ws in ("bench", "bench-direct", "bench-raw"):
+                await asyncio.to_thread(server.cli, "workspace", "create", ws, "--name", ws)
+            token = await asyncio.to_thread(server.cli, "apikey", "create", "--workspace", "bench")
+
+            # ---- HTTP
+            server.start()
+            await server.ready()
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            failures: list[str] = []
+            created = 0
+            cpu0, machine0 = server.cpu_seconds(), bench.cpu_times()
+            spent = 0.0
+            async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+                for body in payloads:
+                    t0 = time.perf_counter()
+                    r = await client.post("/api/contacts.import", content=body, headers=headers)
+                    spent += time.perf_counter() - t0
+                    if r.status_code != 200:
+                        failures.append(f"{r.status_code} {r.text[:300]}")
+                        continue
+                    ops = r.json()["operations"]
+                    created += sum(op["action"] == "create" for op in ops)
+            server_cores = (server.cpu_seconds() - cpu0) / spent
+            http_cores = bench.machine_busy(machine0, bench.cpu_times())
+            server.stop()
+            if failures:
+                print(f"the server answered errors: {failures[:3]}\nthe end of its log:\n{server.log_tail()}",
+                      file=sys.stderr)
+
+            conn = await db.connect(dsn)
+            try:
+                await conn.execute("VACUUM ANALYZE")
+                direct = None
+                if args.direct:
+                    pool = await db.create_pool(dsn, min_size=2, max_size=4)
+                    try:
+                        direct = await direct_import(pool, "bench-direct", payloads)
+                    finally:
+                        await pool.close()
+                await conn.execute("VACUUM ANALYZE")
+                machine0, c0 = bench.cpu_times(), time.process_time()
+                raw = await raw_copy_merge(conn, "bench-raw", payloads)
+                raw_cores = bench.machine_busy(machine0, bench.cpu_times())
+                raw_count = await conn.fetchval("SELECT count(*) FROM contacts WHERE workspace_id = 'bench-raw'")
+                same = await conn.fetchval(
+                    "SELECT count(*) FROM contacts h JOIN contacts r ON r.workspace_id = 'bench-raw' "
+                    "AND r.email = h.email AND r.custom_json_1 = h.custom_json_1 AND r.last_order_at = h.last_order_at "
+                    "WHERE h.workspace_id = 'bench'")
+            finally:
+                await conn.close()
+        finally:
+            server.stop()
+
+    http_rate = args.rows / spent
+    raw_rate = args.rows / raw
+    ratio = http_rate / raw_rate
+    print()
+    print(f"HTTP    {http_rate:9.0f} rows/s  ({args.rows} rows in {spent:.2f} s; server {server_cores:.2f} cores,"
+          f" machine {http_cores:.2f} of {os.cpu_count()})")
+    if direct is not None:
+        print(f"direct  {args.rows / direct:9.0f} rows/s  ({direct:.2f} s: bulk.Batch + bulk_store.write_batch,"
+              f" no HTTP)")
+    print(f"raw     {raw_rate:9.0f} rows/s  ({raw:.2f} s: COPY + INSERT ... ON CONFLICT only;"
+          f" machine {raw_cores:.2f} of {os.cpu_count()})")
+    print(f"ratio HTTP/raw: {ratio:.2f}")
+    print(f"rows created over HTTP: {created}/{args.rows}; raw rows {raw_count}, equal to the HTTP ones: {same}")
+    print(f"machine after: {bench.machine()}")
+    print()
+    print(f"{bench.verdict(http_rate >= TARGET_ROWS_PER_S)}  HTTP {http_rate:.0f} rows/s >= {TARGET_ROWS_PER_S}")
+    print(f"{bench.verdict(ratio >= TARGET_RATIO)}  ratio HTTP/raw {ratio:.2f} >= {TARGET_RATIO}")
+    print(f"{bench.verdict(largest <= DEFAULT_BODY_LIMIT)}  a batch of {min(args.batch, args.rows)} fits the default"
+          f" body limit ({largest / 2**20:.2f} MiB <= 10 MiB)")
+    print(f"{bench.verdict(created == args.rows and not failures)}  every row created over HTTP")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", type=int, default=200_000, help="contacts to import on each path (default 200000)")
+    p.add_argument("--batch", type=int, default=10_000, help="contacts per request / per raw transaction (default 10000)")
+    p.add_argument("--no-direct", dest="direct", action="store_false",
+                   help="skip the in-process run of the endpoint's work (bulk_store without HTTP)")
+    args = p.parse_args()
+    if args.rows < 1 or args.batch < 1:
+        p.error("--rows and --batch must be positive")
+    import uvloop
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main(args))
+    except KeyboardInterrupt:
+        print("interrupted; the bench database was dropped", file=sys.stderr)
+        sys.exit(130)
