@@ -12,6 +12,27 @@ INSERT INTO events (workspace_id, type, subject, data) VALUES ($1, $3, $2, $7)
 """
 
 
+def with_record(write_sql: str, first_param: int, *more_ctes: str) -> str:
+    """One statement that runs `write_sql` (a data-modifying statement whose RETURNING gives
+    `email`, with $1 = workspace_id) and, for each row it returns, writes the timeline entry and
+    the outbox event as `record` does. The entry's parameters follow the write's own, from
+    `first_param` on: kind, entity_type, changes, event_data (entity_id is the email). `more_ctes`
+    may add further writes reading `w`. The statement returns how many rows the write touched."""
+    k, t, c, d = (f"${i}" for i in range(first_param, first_param + 4))
+    extra = "".join(f",\n{cte}" for cte in more_ctes)
+    return f"""
+WITH w AS ({write_sql}),
+entry AS (
+    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
+    SELECT $1, w.email, {k}, {t}, w.email, {c}::jsonb FROM w
+),
+event AS (
+    INSERT INTO events (workspace_id, type, subject, data) SELECT $1, {k}, w.email, {d}::jsonb FROM w
+){extra}
+SELECT count(*) FROM w
+"""
+
+
 async def record(conn, workspace_id: str, email: str, kind: str, entity_type: str, entity_id: str | None,
                  changes: dict | None, event_data: dict) -> None:
     """Adds a timeline entry `kind` for the contact and the outbox event of the same type."""
