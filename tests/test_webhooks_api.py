@@ -299,3 +299,15 @@ def test_sealed_secrets():
             sealed.decrypt(bad_key, blob, context)
     with pytest.raises(sealed.SecretError):
         sealed.decrypt(key, blob[:-1] + bytes([blob[-1] ^ 1]), b"row-1")
+
+
+def test_list_pending_delivery_carries_the_confirm_link():
+    from postroom.webhooks import model as wh_model
+
+    outbox = {"contact_list": {"email": "p@example.com", "list_id": "news", "list_name": "News", "status": "pending"},
+              "previous_status": None, "confirm_url": "https://mail.example.com/confirm?token=abc"}
+    data = wh_model.webhook_data("list.pending", outbox)
+    assert data == {"email": "p@example.com", "list_id": "news", "list_name": "News", "status": "pending",
+                    "previous_status": None, "confirm_url": "https://mail.example.com/confirm?token=abc"}
+    outbox.pop("confirm_url")
+    assert "confirm_url" not in wh_model.webhook_data("list.subscribed", outbox)

@@ -252,13 +252,18 @@ def parse_page(limit: str | None, offset: str | None) -> tuple[int, int]:
 
 def webhook_data(event_type: str, data: dict) -> dict:
     """`data` of the body. Contact events carry the outbox data as is ({"contact": {...}}), list
-    events {email, list_id, list_name, status, previous_status}, the others their outbox data."""
+    events {email, list_id, list_name, status, previous_status} (plus confirm_url on list.pending,
+    so an integration can send the double opt-in link), the others their outbox data."""
     if event_type.startswith("list.") and isinstance(data, dict):
         m = data.get("contact_list")
         m = m if isinstance(m, dict) else data
         previous = data.get("previous_status", m.get("previous_status"))
-        return {"email": m.get("email"), "list_id": m.get("list_id"), "list_name": m.get("list_name"),
-                "status": m.get("status"), "previous_status": previous}
+        out = {"email": m.get("email"), "list_id": m.get("list_id"), "list_name": m.get("list_name"),
+               "status": m.get("status"), "previous_status": previous}
+        confirm_url = data.get("confirm_url", m.get("confirm_url"))
+        if confirm_url:
+            out["confirm_url"] = confirm_url
+        return out
     return data
 
 
