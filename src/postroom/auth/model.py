@@ -133,6 +133,8 @@ def check_root_signin(secret: str, root_email: str | None, email, timestamp, sig
     if abs(current - timestamp) > ROOT_SIGNIN_SKEW:
         raise AuthError(401, "timestamp is more than 60 seconds away from the server's clock")
     expected = root_signature(secret, email, timestamp)
-    if email.strip().lower() != root_email.strip().lower() or not hmac.compare_digest(expected, signature.lower()):
+    # compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+    if email.strip().lower() != root_email.strip().lower() or \
+            not hmac.compare_digest(expected.encode(), signature.lower().encode()):
         raise AuthError(401, "invalid email or signature")
     return root_email.strip().lower()

@@ -15,7 +15,7 @@ import time
 from starlette.routing import Route
 
 from postroom.auth.model import permission_error
-from postroom.contacts import model as contacts_model, store as contacts_store
+from postroom.contacts import model as contacts_model, query as contacts_query, store as contacts_store
 from postroom.lists import model, store
 from postroom.platform.http import (
     ApiError, Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
@@ -50,6 +50,8 @@ def _email(value) -> str:
     email = contacts_model.normalize_email(value)
     if not email:
         raise ApiError(400, "email is required")
+    if "\x00" in email:  # as contacts.delete says it; PostgreSQL text cannot hold NUL
+        raise ApiError(400, "invalid email: contains a NUL character")
     return email
 
 
@@ -161,15 +163,10 @@ async def get_by_ids(call: Call):
 
 
 def _page_limit(raw: str | None) -> int:
-    if raw is None:
-        return PAGE_DEFAULT
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= PAGE_MAX:
-        raise ApiError(400, f"limit must be between 1 and {PAGE_MAX}")
-    return limit
+    try:  # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
+        return contacts_query.parse_limit(raw, PAGE_DEFAULT, PAGE_MAX)
+    except contacts_query.QueryError as exc:
+        raise ApiError(400, exc.message) from None
 
 
 def encode_cursor(email: str) -> str:
@@ -291,7 +288,10 @@ async def public_confirm(request):
     if request.method != "GET":
         return error_response(405, "Method not allowed", {"Allow": "GET"})
     state = request.app.state
-    req = _rules(model.parse_confirm, request.query_params)
+    params = request.query_params
+    if any(len(params.getlist(name)) > 1 for name in model.CONFIRM_PARAMS):
+        raise ApiError(400, model.INVALID_LINK)  # each part once, as it was signed
+    req = _rules(model.parse_confirm, params)
     async with state.pool.acquire() as conn:
         secret = await store.workspace_secret(conn, req.workspace_id, state.settings.key_bytes, create=False)
         _rules(model.check_confirm, secret, req, time.time())

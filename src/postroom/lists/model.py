@@ -252,6 +252,8 @@ def check_lists(wanted: list[str], found: dict, public: bool) -> list:
         row = found.get(list_id)
         if row is None:
             raise ListError(f"list not found: {list_id}")
+        # The contract names this answer; it tells a caller that a private list id exists, which
+        # is the documented trade-off (ids are not secrets; nothing of the list is revealed).
         if public and not row["is_public"]:
             raise ListError("list is not public")
         rows.append(row)
@@ -297,6 +299,9 @@ def confirm_url(base: str, secret: bytes, workspace_id: str, list_id: str, email
     query = urlencode({"workspace_id": workspace_id, "list_id": list_id, "email": email,
                        "expires": expires, "token": token})
     return f"{base.rstrip('/')}/confirm?{query}"
+
+
+CONFIRM_PARAMS = ("workspace_id", "list_id", "email", "expires", "token")
 
 
 @dataclass(frozen=True)

@@ -18,3 +18,33 @@ def decode(data: bytes):
         return _decoder.decode(data)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ValueError(str(exc)) from None
+
+
+# Stored JSON is encoded again on the way out, inside a response that nests it further; msgspec
+# works recursively, so what is stored stays far below the decoder's own depth limit (~1000).
+MAX_STORED_DEPTH = 128
+
+
+def storage_problem(value, max_depth: int = MAX_STORED_DEPTH) -> str | None:
+    """Why a decoded JSON value cannot be stored as jsonb and sent back, or None: a string (key or
+    value, at any depth) holding NUL, which jsonb refuses, or nesting deeper than `max_depth`.
+    Walked with an explicit stack, so any depth is safe to check."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return "contains a NUL character"
+            continue
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > max_depth:
+            return f"is nested more than {max_depth} levels deep"
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if "\x00" in key:
+                    return "contains a NUL character"
+                stack.append((item, depth + 1))
+        else:
+            stack.extend((item, depth + 1) for item in node)
+    return None

@@ -12,6 +12,7 @@ import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
+from postroom.contacts import query
 from postroom.platform import jsonenc
 
 EVENT_TYPES = (
@@ -148,6 +149,8 @@ def parse_id(value) -> str:
         raise WebhookError("id is required")
     if not isinstance(value, str):
         raise WebhookError("id must be a string")
+    if "\x00" in value:  # PostgreSQL text (and jsonb) cannot hold NUL: refused here, not by the database
+        raise WebhookError("id contains a NUL character")
     return value
 
 
@@ -159,6 +162,8 @@ def parse_name(value) -> str:
     name = value.strip()
     if not name:
         raise WebhookError("name is required")
+    if "\x00" in name:
+        raise WebhookError("name contains a NUL character")
     if len(name) > MAX_NAME:
         raise WebhookError(f"name must be at most {MAX_NAME} characters")
     return name
@@ -192,6 +197,8 @@ def parse_custom_event_filters(value) -> dict | None:
             continue
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise WebhookError(f"custom_event_filters.{key} must be an array of strings")
+        if any("\x00" in i for i in items):
+            raise WebhookError(f"custom_event_filters.{key} contains a NUL character")
         if items:
             out[key] = list(dict.fromkeys(items))
     return out or None
@@ -233,19 +240,14 @@ def parse_update(body: dict) -> dict:
 
 
 def parse_page(limit: str | None, offset: str | None) -> tuple[int, int]:
-    try:
-        n = 20 if limit is None else int(limit)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 100:
-        raise WebhookError("limit must be between 1 and 100")
-    try:
-        o = 0 if offset is None else int(offset)
-    except ValueError:
-        o = -1
-    if o < 0:
+    try:  # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
+        n = query.parse_limit(limit, 20, 100)
+    except query.QueryError as exc:
+        raise WebhookError(exc.message) from None
+    o = 0 if offset is None else offset.strip()
+    if o != 0 and not (o.isascii() and o.isdigit() and len(o) <= 18):
         raise WebhookError("offset must be a non-negative integer")
-    return n, o
+    return n, int(o)
 
 
 # ---------------------------------------------------------------- what is sent

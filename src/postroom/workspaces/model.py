@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from postroom.platform import jsonenc
 from postroom.platform.http import WORKSPACE_ID
 
 EMAIL_PREFIX = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -23,12 +24,17 @@ def validate_new(body: dict) -> tuple[str, str, dict]:
         raise WorkspaceError("name is required")
     if not isinstance(name, str):
         raise WorkspaceError("name must be a string")
+    if "\x00" in name:
+        raise WorkspaceError("name contains a NUL character")
     if len(name.strip()) > 255:
         raise WorkspaceError("name exceeds 255 characters")
     if settings is None:
         settings = {}
     if not isinstance(settings, dict):
         raise WorkspaceError("settings must be an object")
+    problem = jsonenc.storage_problem(settings)
+    if problem:
+        raise WorkspaceError(f"settings {problem}")
     return ws_id, name.strip(), settings
 
 

@@ -1,0 +1,1059 @@
+"""Bad input at every endpoint (issue 5): each case is a 4xx JSON error that names the problem,
+and the workspace's rows are exactly what they were before.
+
+The endpoints come from the registry (postroom.app.build_api) and the public routes of the
+capabilities: every POST endpoint needs a valid body and a field table here, every GET endpoint
+a parameter table; a new endpoint without them fails `test_every_endpoint_has_cases`.
+
+Decisions where the contract is silent:
+- A body that is not one decodable JSON object (not JSON, truncated, empty, invalid UTF-8, a
+  lone surrogate, a NaN/Infinity literal, a number beyond double range such as 1e400, nesting
+  deeper than the decoder allows) is 400 `Invalid request body`, the contract's string for a
+  body that is not JSON (Notifuse clients match it exactly).
+- `-0` and `-0.0` are valid JSON numbers: accepted, stored as zero and read back as `0`.
+- Over the body limit: 413 before anything is decoded (1 MiB in the test settings, 10 MiB by
+  default). A 10 MB string under a 10 MiB limit reaches the field's own length rule: 400.
+- A query parameter given twice is 400 `invalid <name>: given more than once`, for every
+  parameter an endpoint reads, workspace_id included (one rule: platform/http.py
+  `query_param`); contacts.list's `segments`/`segments[]` is the one list parameter. An empty
+  parameter counts as absent: 400 `... is required` where one is required, the default otherwise.
+  A NUL in a parameter is 400 `invalid <name>: contains a NUL character`. /confirm answers every
+  malformed link, these included, with its one `invalid confirmation link`.
+- limit and offset take ASCII digits only (one parser, contacts.query.parse_limit): `1_0`,
+  Arabic-Indic or full-width digits are 400 like any other non-number.
+- Stored free-form JSON (workspace settings, like custom_json) is at most 128 levels deep and
+  holds no NUL in any key or string: 400 naming the field, never a database error.
+- contacts.import reports a bad row in its operation (200, action "error", the model's
+  message), as the contract says; nothing of a rejected row is written.
+- A lookup by an email that cannot exist (256 characters) answers like any absent contact;
+  a write that would store it is 400 `invalid contact: email exceeds 255 characters`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+import secrets
+import time
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+from helpers import assert_json_error
+
+from postroom.app import CAPABILITIES, build_api, create_app
+from postroom.auth import model as auth_model, store as auth_store
+from postroom.contacts import model as contacts_model
+from postroom.platform.config import Settings
+from postroom.workspaces import store as ws_store
+
+from conftest import ROOT_EMAIL, Workspace
+
+ENDPOINTS = build_api().endpoints
+PUBLIC = {"/subscribe": "POST", "/confirm": "GET"}  # non-/api routes; checked against ROUTES below
+POST_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "POST") + ["/subscribe"]
+GET_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "GET") + ["/confirm"]
+NOT_JSON = "Invalid request body"
+FOREIGN = "user is not a member of the workspace"
+
+
+def method_of(path: str) -> str:
+    return ENDPOINTS[path].method if path in ENDPOINTS else PUBLIC[path]
+
+
+# ---------------------------------------------------------------- the workspace's rows
+
+_TABLES = """
+SELECT c.table_name::text
+  FROM information_schema.columns c
+  JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+ WHERE c.table_schema = current_schema() AND c.column_name = 'workspace_id' AND t.table_type = 'BASE TABLE'
+ ORDER BY 1
+"""
+
+
+_snapshot_sql: list[str] = []
+
+
+async def _snapshot_query(conn) -> str:
+    """One statement reading all of a workspace's rows, table by table, each as sorted JSON."""
+    if not _snapshot_sql:
+        tables = [r[0] for r in await conn.fetch(_TABLES)]
+        parts = [f"""(SELECT json_agg(t ORDER BY t::text) FROM "{t}" t WHERE workspace_id = $1) AS "{t}" """
+                 for t in tables]
+        parts += [
+            "(SELECT json_agg(w ORDER BY w::text) FROM workspaces w WHERE id = $1) AS workspaces",
+            "(SELECT json_agg(u ORDER BY u::text) FROM users u JOIN user_workspaces m ON m.user_id = u.id"
+            " WHERE m.workspace_id = $1) AS users",
+            "(SELECT json_agg(s ORDER BY s::text) FROM user_sessions s JOIN user_workspaces m"
+            " ON m.user_id = s.user_id WHERE m.workspace_id = $1) AS user_sessions",
+        ]
+        _snapshot_sql.append("SELECT " + ",\n".join(parts))
+    return _snapshot_sql[0]
+
+
+async def snapshot(pool, ws_id: str, totals: bool = False) -> dict:
+    """Every row of the workspace, in every table with a workspace_id column (read from the
+    catalog, so a new table is covered without editing this), its workspaces row, the users that
+    are its members and their sessions. `totals`: also the number of workspaces, users and
+    sessions overall (for the calls that would create one of those)."""
+    async with pool.acquire() as conn:
+        out = dict(await conn.fetchrow(await _snapshot_query(conn), ws_id))
+        if totals:
+            out["totals"] = tuple(await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM workspaces), (SELECT count(*) FROM users),"
+                " (SELECT count(*) FROM user_sessions)"))
+    return out
+
+
+# ---------------------------------------------------------------- a workspace with data
+
+def long_email(length: int) -> str:
+    """A well-formed address of exactly `length` characters (255 or 256 here)."""
+    email = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * (length - 197) + ".com"
+    assert len(email) == length
+    return email
+
+
+EMAIL_255, EMAIL_256 = long_email(255), long_email(256)
+HOOK_URL = "http://127.0.0.1:9/hook"  # a literal address: creating it needs no DNS
+
+
+@dataclasses.dataclass
+class Seeded:
+    ws: object      # conftest.Workspace
+    sub_id: str     # a webhook subscription
+    root: dict      # headers of the root user (workspaces.create)
+    confirm: dict   # the query parameters of a real confirmation link (pending@example.com on `double`)
+
+    @property
+    def id(self) -> str:
+        return self.ws.id
+
+
+async def ok(response, status: int = 200):
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+async def root(client, settings):
+    ts = int(time.time())
+    sig = auth_model.root_signature(settings.ensure_secret_key(), ROOT_EMAIL, ts)
+    body = await ok(await client.post("/api/user.rootSignin",
+                                      json={"email": ROOT_EMAIL, "timestamp": ts, "signature": sig}))
+    return {"Authorization": f"Bearer {body['token']}"}
+
+
+async def make_workspace(pool, settings) -> Workspace:
+    """A new workspace with an owner API key, as conftest's `new_workspace` makes them (that
+    fixture is per test; the seeded workspace below is shared by a module's read-only cases)."""
+    ws_id = f"ws_{secrets.token_hex(6)}"
+    async with pool.acquire() as conn:
+        await ws_store.create_with_owner(conn, ws_id, f"Workspace {ws_id}", {}, None)
+        owner = await auth_store.upsert_user(conn, f"owner-{ws_id}@example.com", "Owner", "api_key")
+        await auth_store.add_member(conn, ws_id, owner["id"], "owner", auth_model.full_permissions())
+    return Workspace(ws_id, auth_model.issue_token(settings.key_bytes, owner["id"], "api_key"), settings, pool)
+
+
+@pytest.fixture(scope="module")
+async def seeded(client, pool, settings, root) -> Seeded:
+    """The module's seeded workspace. The cases that use it must change nothing (that is what
+    they assert); cases that write on purpose take `fresh` instead."""
+    return await seed(client, pool, await make_workspace(pool, settings), root)
+
+
+@pytest.fixture
+async def fresh(client, pool, settings, root) -> Seeded:
+    """A seeded workspace of the test's own."""
+    return await seed(client, pool, await make_workspace(pool, settings), root)
+
+
+async def seed(client, pool, ws, root) -> Seeded:
+    """A workspace with a contact (known@example.com, also on list `news`), a public list `news`,
+    a private list `private`, a public double opt-in list `double` with pending@example.com
+    waiting for confirmation, and a webhook subscription."""
+    h, w = ws.headers, ws.id
+    await ok(await client.post("/api/contacts.upsert", headers=h, json={"workspace_id": w, "contact": {
+        "email": "known@example.com", "external_id": "ext-1", "first_name": "Known",
+        "custom_json_1": {"a": [1, "x"]}}}))
+    await ok(await client.post("/api/lists.create", headers=h, json={
+        "workspace_id": w, "id": "news", "name": "News", "is_public": True}), 201)
+    await ok(await client.post("/api/lists.create", headers=h, json={
+        "workspace_id": w, "id": "private", "name": "Private"}), 201)
+    await ok(await client.post("/api/lists.subscribe", headers=h, json={
+        "workspace_id": w, "contact": {"email": "known@example.com"}, "list_ids": ["news"]}))
+    await ok(await client.post("/api/lists.create", headers=h, json={
+        "workspace_id": w, "id": "double", "name": "Double", "is_public": True, "is_double_optin": True}), 201)
+    await ok(await client.post("/subscribe", json={
+        "workspace_id": w, "contact": {"email": "pending@example.com"}, "list_ids": ["double"]}))
+    link = await pool.fetchval("SELECT data->>'confirm_url' FROM events WHERE workspace_id = $1"
+                               " AND type = 'list.pending'", w)
+    sub = await ok(await client.post("/api/webhookSubscriptions.create", headers=h, json={
+        "workspace_id": w, "name": "Hook", "url": HOOK_URL, "event_types": ["contact.created"]}), 201)
+    return Seeded(ws, sub["subscription"]["id"], root, dict(parse_qsl(urlsplit(link).query)))
+
+
+def headers_for(path: str, s: Seeded) -> dict:
+    if path in PUBLIC or ENDPOINTS[path].auth == "none":
+        return {}
+    if path == "/api/workspaces.create":
+        return s.root
+    return s.ws.headers
+
+
+# ---------------------------------------------------------------- valid bodies of every POST endpoint
+
+def valid_body(path: str, s: Seeded) -> dict:
+    """A body that the endpoint would accept as it is (each test breaks exactly one thing in it)."""
+    w = s.id
+    filters = {"goal_types": ["purchase"], "event_names": ["order"]}
+    bodies = {
+        "/api/contacts.upsert": {"workspace_id": w, "contact": {"email": "known@example.com", "first_name": "New"}},
+        "/api/contacts.delete": {"workspace_id": w, "email": "known@example.com"},
+        "/api/contacts.import": {"workspace_id": w, "contacts": [{"email": "known@example.com", "first_name": "New"}],
+                                 "subscribe_to_lists": ["private"]},
+        "/api/lists.create": {"workspace_id": w, "id": "fresh", "name": "Fresh", "is_double_optin": False,
+                              "is_public": False, "description": "about"},
+        "/api/lists.update": {"workspace_id": w, "id": "news", "name": "Renamed", "is_double_optin": True,
+                              "is_public": False, "description": "about"},
+        "/api/lists.delete": {"workspace_id": w, "id": "news"},
+        "/api/lists.subscribe": {"workspace_id": w, "contact": {"email": "known@example.com"},
+                                 "list_ids": ["private"]},
+        "/api/contactLists.updateStatus": {"workspace_id": w, "email": "known@example.com", "list_id": "news",
+                                           "status": "unsubscribed"},
+        "/api/contactLists.removeContact": {"workspace_id": w, "email": "known@example.com", "list_id": "news"},
+        "/api/webhookSubscriptions.create": {"workspace_id": w, "name": "Other", "url": HOOK_URL,
+                                             "event_types": ["contact.updated"], "custom_event_filters": filters},
+        "/api/webhookSubscriptions.update": {"workspace_id": w, "id": s.sub_id, "name": "Other", "url": HOOK_URL,
+                                             "event_types": ["contact.updated"], "custom_event_filters": filters,
+                                             "enabled": False},
+        "/api/webhookSubscriptions.delete": {"workspace_id": w, "id": s.sub_id},
+        "/api/webhookSubscriptions.toggle": {"workspace_id": w, "id": s.sub_id, "enabled": False},
+        "/api/webhookSubscriptions.regenerateSecret": {"workspace_id": w, "id": s.sub_id},
+        "/api/webhookSubscriptions.test": {"workspace_id": w, "id": s.sub_id, "event_type": "contact.created"},
+        "/api/workspaces.create": {"id": "brand-new-" + w[3:], "name": "Brand new", "settings": {"a": "b"}},
+        "/api/workspaces.createAPIKey": {"workspace_id": w, "email_prefix": "robot"},
+        "/api/user.rootSignin": {"email": ROOT_EMAIL, "timestamp": int(time.time()), "signature": "0" * 64},
+        "/subscribe": {"workspace_id": w, "contact": {"email": "fresh@example.com"}, "list_ids": ["news"]},
+    }
+    return bodies[path]
+
+
+# ---------------------------------------------------------------- field tables
+
+S, I, F, T, FA, O, A, N = "string", "integer", "float", "true", "false", "object", "array", "null"
+SAMPLES = {S: "text", I: 7, F: 1.5, T: True, FA: False, O: {"k": "v"}, A: ["v"], N: None}
+STRING, NUMBER, BOOL = {S}, {I, F}, {T, FA}
+TYPE_NAMES = {S: "String", I: "Number", F: "Number", T: "True", FA: "False", O: "JSON", A: "JSON"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    path: tuple             # keys (and list indexes) into the valid body
+    accepts: frozenset      # JSON kinds accepted; null is wrong only when `required`
+    required: bool = False
+    hint: str | None = None  # what the message must mention (default: the last key)
+    nul: str | None = None   # a value with a NUL in it, for string fields (default: "a\x00b")
+    nul_error: str | None = None  # the exact answer to `nul`, where a rule fixes it
+
+    @property
+    def name(self) -> str:
+        return ".".join(str(p) for p in self.path)
+
+    @property
+    def mention(self) -> str:
+        return (self.hint or str(self.path[-1])).lower()
+
+
+def field(path, accepts, required=False, hint=None, nul=None, nul_error=None) -> Field:
+    path = tuple(path.split(".")) if isinstance(path, str) else path
+    return Field(path, frozenset(accepts), required, hint, nul, nul_error)
+
+
+WS_FIELD = field("workspace_id", STRING, True, nul="ws\x00")
+
+
+def contact_fields(prefix: tuple) -> list[Field]:
+    """Every field of the contact object, with what it accepts (contacts-contract.md)."""
+    out = []
+    for name in contacts_model.FIELDS:
+        if name in contacts_model.NUMBER_FIELDS or name in contacts_model.INTEGER_FIELDS:
+            accepts = NUMBER
+        elif name in contacts_model.JSON_FIELDS:
+            accepts = {O, A}
+        else:
+            accepts = STRING
+        nul = {"email": "kn\x00own@example.com"}.get(name)
+        if name in contacts_model.DATETIME_FIELDS or name in contacts_model.TIMESTAMP_FIELDS:
+            nul = "2023-05-15T14:30:00\x00Z"
+        out.append(field(prefix + (name,), accepts, name == "email", nul=nul))
+    return out
+
+
+def contact_type_error(name: str, kind: str) -> str:
+    """The contract's message for a contact field given the wrong JSON type."""
+    got = TYPE_NAMES[kind]
+    if name in contacts_model.JSON_FIELDS:
+        return f"invalid contact: invalid JSON value for {name}, got {got}"
+    if name in contacts_model.INTEGER_FIELDS:
+        expected = "integer"
+    elif name in contacts_model.NUMBER_FIELDS:
+        expected = "number"
+    else:
+        expected = "string"
+    return f"invalid contact: invalid type for {name}: expected {expected}, got {got}"
+
+
+FILTER_FIELDS = [
+    field("custom_event_filters", {O}),
+    field("custom_event_filters.goal_types", {A}),
+    field(("custom_event_filters", "goal_types", 0), STRING, hint="goal_types"),
+    field("custom_event_filters.event_names", {A}),
+    field(("custom_event_filters", "event_names", 0), STRING, hint="event_names"),
+]
+EMAIL = field("email", STRING, True, nul="kn\x00own@example.com")
+LIST_ID = field("list_id", STRING, True, nul="ne\x00ws")
+SUB_ID = field("id", STRING, True)
+
+FIELDS: dict[str, list[Field]] = {
+    "/api/contacts.upsert": [WS_FIELD, field("contact", {O}, True), *contact_fields(("contact",))],
+    "/api/contacts.delete": [WS_FIELD, EMAIL],
+    "/api/contacts.import": [WS_FIELD, field("contacts", {A}, True), field(("contacts", 0), {O}, hint="contact"),
+                             *contact_fields(("contacts", 0)), field("subscribe_to_lists", {A}),
+                             field(("subscribe_to_lists", 0), STRING, hint="subscribe_to_lists", nul="priv\x00ate",
+                                   nul_error="list not found: priv\x00ate")],
+    "/api/lists.create": [WS_FIELD, field("id", STRING, True, nul="fr\x00esh"), field("name", STRING, True),
+                          field("is_double_optin", BOOL), field("is_public", BOOL), field("description", STRING)],
+    "/api/lists.update": [WS_FIELD, field("id", STRING, True, nul="ne\x00ws"), field("name", STRING, True),
+                          field("is_double_optin", BOOL), field("is_public", BOOL), field("description", STRING)],
+    "/api/lists.delete": [WS_FIELD, field("id", STRING, True, nul="ne\x00ws")],
+    "/api/lists.subscribe": [WS_FIELD, field("contact", {O}, True), *contact_fields(("contact",)),
+                             field("list_ids", {A}, True),
+                             field(("list_ids", 0), STRING, hint="list_ids", nul="priv\x00ate",
+                                   nul_error="list not found: priv\x00ate")],
+    "/api/contactLists.updateStatus": [WS_FIELD, EMAIL, LIST_ID, field("status", STRING, True, nul="act\x00ive")],
+    "/api/contactLists.removeContact": [WS_FIELD, EMAIL, LIST_ID],
+    "/api/webhookSubscriptions.create": [
+        WS_FIELD, field("name", STRING, True), field("url", STRING, True, nul=HOOK_URL + "\x00"),
+        field("event_types", {A}, True, hint="event type"),
+        field(("event_types", 0), STRING, hint="event type", nul="contact.\x00updated"), *FILTER_FIELDS],
+    "/api/webhookSubscriptions.update": [
+        WS_FIELD, SUB_ID, field("name", STRING, True), field("url", STRING, True, nul=HOOK_URL + "\x00"),
+        field("event_types", {A}, True, hint="event type"),
+        field(("event_types", 0), STRING, hint="event type", nul="contact.\x00updated"), *FILTER_FIELDS,
+        field("enabled", BOOL, True)],
+    "/api/webhookSubscriptions.delete": [WS_FIELD, SUB_ID],
+    "/api/webhookSubscriptions.toggle": [WS_FIELD, SUB_ID, field("enabled", BOOL, True)],
+    "/api/webhookSubscriptions.regenerateSecret": [WS_FIELD, SUB_ID],
+    "/api/webhookSubscriptions.test": [WS_FIELD, SUB_ID,
+                                       field("event_type", STRING, hint="event type", nul="contact.\x00created")],
+    "/api/workspaces.create": [field("id", STRING, True, nul="brand\x00new"), field("name", STRING, True),
+                               field("settings", {O}), field("settings.a", {S, I, F, T, FA, O, A}),
+                               field(("settings", "nested", "k\x00"), {S, I, F, T, FA, O, A}, hint="settings")],
+    "/api/workspaces.createAPIKey": [WS_FIELD, field("email_prefix", STRING, True, nul="ro\x00bot")],
+    "/api/user.rootSignin": [field("email", STRING, True), field("timestamp", {I}, True),
+                             field("signature", STRING, True)],
+    "/subscribe": [WS_FIELD, field("contact", {O}, True), *contact_fields(("contact",)),
+                   field("list_ids", {A}, True), field(("list_ids", 0), STRING, hint="list_ids", nul="ne\x00ws",
+                         nul_error="list not found: ne\x00ws")],
+}
+
+
+def put(body: dict, path: tuple, value) -> dict:
+    """A copy of `body` with the value at `path` replaced (missing objects on the way are made)."""
+    out = copy.deepcopy(body)
+    node = out
+    for key in path[:-1]:
+        if isinstance(node, dict):
+            node = node.setdefault(key, {})
+        else:
+            node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+async def send(client, path: str, s: Seeded, body=None, content: bytes | None = None, params=None,
+               headers: dict | None = None) -> httpx.Response:
+    h = {**headers_for(path, s), **(headers or {})}
+    if method_of(path) == "GET":
+        return await client.get(path, params=params, headers=h)
+    if content is not None:
+        return await client.post(path, content=content, headers={"Content-Type": "application/json", **h})
+    return await client.post(path, json=body, headers=h)
+
+
+def assert_4xx_naming(r: httpx.Response, *words: str) -> str:
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str), body
+    message = body["error"].lower().replace("_", " ")
+    for word in words:
+        assert word.lower().replace("_", " ") in message, (word, body["error"])
+    return body["error"]
+
+
+class Unchanged:
+    """async with Unchanged(pool, ws_id): ... asserts the workspace's rows are as before."""
+
+    def __init__(self, pool, ws_id: str, totals: bool = True):
+        self.pool, self.ws_id, self.totals = pool, ws_id, totals
+
+    async def __aenter__(self):
+        self.before = await snapshot(self.pool, self.ws_id, self.totals)
+        return self
+
+    async def __aexit__(self, *exc):
+        if exc[0] is None:
+            assert await snapshot(self.pool, self.ws_id, self.totals) == self.before, "stored data changed"
+
+
+# ---------------------------------------------------------------- the tables cover every endpoint
+
+def test_every_endpoint_has_cases():
+    routes = {r.path for capability in CAPABILITIES for r in getattr(capability, "ROUTES", ())}
+    assert routes == set(PUBLIC), "a new public route needs its bad-input cases here"
+    posts = {p for p, e in ENDPOINTS.items() if e.method == "POST"} | {"/subscribe"}
+    assert posts == set(FIELDS), f"POST endpoints without a field table: {posts ^ set(FIELDS)}"
+    gets = {p for p, e in ENDPOINTS.items() if e.method == "GET"} | {"/confirm"}
+    assert gets == set(QUERY_PARAMS), f"GET endpoints without a parameter table: {gets ^ set(QUERY_PARAMS)}"
+
+
+# ---------------------------------------------------------------- bodies that are not one JSON object
+
+def deep(n: int) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+def in_body(ws_id: str, raw: bytes) -> bytes:
+    """`raw` as the value of an extra key of an otherwise plausible body."""
+    return b'{"workspace_id": "' + ws_id.encode() + b'", "x": ' + raw + b"}"
+
+
+UNDECODABLE = {
+    "not_json": lambda w: b"workspace_id=" + w.encode(),
+    "truncated": lambda w: in_body(w, b"1")[:-1],
+    "truncated_string": lambda w: b'{"workspace_id": "' + w.encode(),
+    "empty": lambda w: b"",
+    "whitespace": lambda w: b" \n",
+    "array": lambda w: b'[{"workspace_id": "' + w.encode() + b'"}]',
+    "string": lambda w: b'"' + w.encode() + b'"',
+    "null": lambda w: b"null",
+    "number": lambda w: b"42",
+    "trailing_garbage": lambda w: in_body(w, b"1") + b"x",
+    "two_documents": lambda w: in_body(w, b"1") + in_body(w, b"2"),
+    "single_quotes": lambda w: b"{'workspace_id': '" + w.encode() + b"'}",
+    "trailing_comma": lambda w: b'{"workspace_id": "' + w.encode() + b'",}',
+    "comment": lambda w: b'{"workspace_id": "' + w.encode() + b'" /* c */}',
+    "bom": lambda w: b"\xef\xbb\xbf" + in_body(w, b"1"),
+    "nesting_10000_arrays": lambda w: in_body(w, deep(10_000)),
+    "nesting_10000_objects": lambda w: in_body(w, b'{"a":' * 10_000 + b"1" + b"}" * 10_000),
+    "nesting_10000_bare": lambda w: deep(10_000),
+    "invalid_utf8": lambda w: in_body(w, b'"\xff\xfe"'),
+    "overlong_utf8": lambda w: in_body(w, b'"\xc0\xaf"'),
+    "utf8_encoded_surrogate": lambda w: in_body(w, b'"\xed\xa0\x80"'),
+    "lone_high_surrogate": lambda w: in_body(w, b'"\\ud800"'),
+    "lone_low_surrogate": lambda w: in_body(w, b'"a\\udc00b"'),
+    "reversed_surrogates": lambda w: in_body(w, b'"\\udc00\\ud800"'),
+    "surrogate_in_key": lambda w: b'{"workspace_id": "' + w.encode() + b'", "\\ud800": 1}',
+    "raw_nul_byte": lambda w: in_body(w, b'"a\x00b"'),
+    "raw_control_char": lambda w: in_body(w, b'"a\x01b"'),
+    "bad_escape": lambda w: in_body(w, b'"\\x41"'),
+    "NaN": lambda w: in_body(w, b"NaN"),
+    "Infinity": lambda w: in_body(w, b"Infinity"),
+    "minus_Infinity": lambda w: in_body(w, b"-Infinity"),
+    "nan_lowercase": lambda w: in_body(w, b"nan"),
+    "1e400": lambda w: in_body(w, b"1e400"),
+    "-1e400": lambda w: in_body(w, b"-1e400"),
+    "integer_5000_digits": lambda w: in_body(w, b"9" * 5000),
+    "leading_zero": lambda w: in_body(w, b"012"),
+    "plus_sign": lambda w: in_body(w, b"+1"),
+    "hex_number": lambda w: in_body(w, b"0x10"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNDECODABLE))
+@pytest.mark.parametrize("path", POST_PATHS)
+async def test_undecodable_body(client, pool, seeded, path, kind):
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, content=UNDECODABLE[kind](seeded.id))
+    assert_json_error(r, 400, NOT_JSON)
+
+
+@pytest.mark.parametrize("where", ["contact", "custom_json", "unknown_key"])
+async def test_number_out_of_range_in_a_field(client, pool, seeded, where):
+    """1e400 where a number is expected is still a body the decoder refuses."""
+    raw = {"contact": b'{"email": "known@example.com", "lifetime_value": 1e400}',
+           "custom_json": b'{"email": "known@example.com", "custom_json_1": {"a": [1e400]}}',
+           "unknown_key": b'{"email": "known@example.com", "extra": -1e400}'}[where]
+    body = b'{"workspace_id": "' + seeded.id.encode() + b'", "contact": ' + raw + b"}"
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/contacts.upsert", seeded, content=body)
+    assert_json_error(r, 400, NOT_JSON)
+
+
+# ---------------------------------------------------------------- over the size limit
+
+async def _chunks(data: bytes, size: int = 64 * 1024):
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content_length", "chunked"])
+@pytest.mark.parametrize("path", POST_PATHS)
+async def test_body_over_the_limit(client, pool, settings, seeded, path, declared):
+    limit = settings.max_body_bytes
+    body = put(valid_body(path, seeded), ("padding",), "x" * limit)  # a valid body, one key too big
+    raw = json.dumps(body).encode()
+    assert len(raw) > limit
+    h = {**headers_for(path, seeded), "Content-Type": "application/json"}
+    async with Unchanged(pool, seeded.id):
+        if declared:
+            r = await client.post(path, content=raw, headers=h)
+        else:
+            r = await client.post(path, content=_chunks(raw), headers=h)
+            assert "content-length" not in r.request.headers
+    assert_json_error(r, 413, f"request body exceeds the limit of {limit} bytes")
+
+
+async def test_body_exactly_at_the_limit_is_read(client, pool, settings, seeded):
+    """The limit is inclusive: a body of exactly max_body_bytes is decoded (here: a bad field)."""
+    limit = settings.max_body_bytes
+    head = b'{"workspace_id": "' + seeded.id.encode() + b'", "contact": {"email": "known@example.com", "first_name": "'
+    tail = b'"}}'
+    raw = head + b"x" * (limit - len(head) - len(tail)) + tail
+    assert len(raw) == limit
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/contacts.upsert", seeded, content=raw)
+    assert_json_error(r, 400, "invalid contact: first_name exceeds 255 characters")
+
+
+# ---------------------------------------------------------------- 10 MB strings
+
+TEN_MB = 10_000_000
+
+
+@pytest.fixture(scope="module")
+async def default_limit_client(settings, dsn, pool):
+    """The app with the default body limit (10 MiB) instead of the tests' 1 MiB."""
+    default = Settings().max_body_bytes
+    assert default == 10 * 1024 * 1024
+    app = create_app(dataclasses.replace(settings, max_body_bytes=default), dsn, pool=pool)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://postroom.test") as c:
+        yield c
+
+
+async def test_ten_megabyte_string_over_the_test_limit_is_413(client, pool, settings, seeded):
+    body = put(valid_body("/api/contacts.upsert", seeded), ("contact", "first_name"), "x" * TEN_MB)
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/contacts.upsert", seeded, body)
+    assert_json_error(r, 413, f"request body exceeds the limit of {settings.max_body_bytes} bytes")
+
+
+TEN_MB_CASES = [
+    ("/api/contacts.upsert", ("contact", "first_name"), "invalid contact: first_name exceeds 255 characters"),
+    ("/api/contacts.upsert", ("contact", "email"), "invalid contact: invalid email format"),
+    ("/api/contacts.upsert", ("contact", "custom_string_3"), "invalid contact: custom_string_3 exceeds 255 characters"),
+    ("/api/contacts.upsert", ("contact", "timezone"), "invalid contact: invalid timezone: " + "x" * 100 + "..."),
+    ("/api/contacts.upsert", ("contact", "last_order_at"),
+     'invalid contact: invalid time format for last_order_at: parsing time "' + "x" * 100
+     + '...": expected RFC 3339 date-time such as 2023-05-15T14:30:00Z'),
+    ("/api/lists.create", ("name",), "invalid create list request: name length must be between 1 and 255"),
+    ("/api/lists.create", ("description",), "invalid create list request: description exceeds 2000 characters"),
+    ("/api/lists.create", ("id",), "invalid create list request: id length must be between 1 and 32"),
+    ("/api/webhookSubscriptions.create", ("name",), "name must be at most 255 characters"),
+    ("/api/webhookSubscriptions.create", ("url",), "URL must be at most 2048 characters"),
+    ("/api/workspaces.create", ("name",), "name exceeds 255 characters"),
+    ("/api/contactLists.updateStatus", ("status",), "invalid status: " + "x" * 100),
+    ("/subscribe", ("contact", "first_name"), "invalid contact: first_name exceeds 255 characters"),
+]
+
+
+@pytest.mark.parametrize("path, at, message", TEN_MB_CASES, ids=[f"{p}:{'.'.join(at)}" for p, at, _ in TEN_MB_CASES])
+async def test_ten_megabyte_string_under_the_default_limit(default_limit_client, pool, seeded, path, at, message):
+    body = put(valid_body(path, seeded), at, "x" * TEN_MB)
+    async with Unchanged(pool, seeded.id):
+        r = await send(default_limit_client, path, seeded, body)
+    assert_json_error(r, 400, message)
+
+
+async def test_ten_megabyte_import_row_reports_the_field(default_limit_client, pool, seeded):
+    body = put(valid_body("/api/contacts.import", seeded), ("contacts", 0, "last_name"), "y" * TEN_MB)
+    async with Unchanged(pool, seeded.id):
+        r = await send(default_limit_client, "/api/contacts.import", seeded, body)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"operations": [{"email": "known@example.com", "action": "error",
+                                        "error": "invalid contact: last_name exceeds 255 characters"}]}
+
+
+# ---------------------------------------------------------------- wrong JSON types, field by field
+
+def wrong_type_cases():
+    for path, fields in FIELDS.items():
+        for f in fields:
+            for kind in (S, I, F, T, FA, O, A, N):
+                if kind in f.accepts or (kind == N and not f.required):
+                    continue
+                if f.accepts == NUMBER and kind in (I, F):
+                    continue
+                yield pytest.param(path, f, kind, id=f"{path}:{f.name}:{kind}")
+
+
+def contact_field_of(f: Field) -> str | None:
+    """The contact field a Field addresses, if any (contact.<x> or contacts.0.<x>)."""
+    if len(f.path) >= 2 and f.path[-2] in ("contact", 0) and f.path[-1] in contacts_model.FIELDS:
+        return f.path[-1]
+    return None
+
+
+@pytest.mark.parametrize("path, f, kind", list(wrong_type_cases()))
+async def test_wrong_json_type(client, pool, seeded, path, f, kind):
+    body = put(valid_body(path, seeded), f.path, SAMPLES[kind])
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, body)
+    name = contact_field_of(f)
+    if name is not None and kind != N:
+        expected = contact_type_error(name, kind)
+    elif name == "email":
+        expected = "invalid contact: email is required"
+    else:
+        expected = None
+    if path == "/api/contacts.import" and f.path[:1] == ("contacts",) and len(f.path) > 1:
+        # a bad row is reported in its operation; nothing of it is written
+        assert r.status_code == 200, r.text
+        (op,) = r.json()["operations"]
+        assert op["action"] == "error", op
+        if expected is not None:
+            assert op["error"] == expected
+        else:
+            assert "contact" in op["error"], op
+        return
+    if expected is not None:
+        assert_json_error(r, 400, expected)
+    else:
+        assert_4xx_naming(r, f.mention)
+
+
+# ---------------------------------------------------------------- NUL characters in every string
+
+def nul_cases():
+    for path, fields in FIELDS.items():
+        for f in fields:
+            if S in f.accepts:
+                yield pytest.param(path, f, id=f"{path}:{f.name}")
+
+
+def nul_message(path: str, f: Field) -> str | None:
+    """The exact message where the contract (or the model) fixes one."""
+    name = contact_field_of(f)
+    if name is None:
+        return f.nul_error
+    if name in contacts_model.DATETIME_FIELDS or name in contacts_model.TIMESTAMP_FIELDS:
+        return None  # an unparsable time, named by its field (checked below)
+    return f"invalid contact: {name} contains a NUL character"
+
+
+@pytest.mark.parametrize("path, f", list(nul_cases()))
+async def test_nul_in_string_field(client, pool, seeded, path, f):
+    body = put(valid_body(path, seeded), f.path, f.nul or "a\x00b")
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, body)
+    expected = nul_message(path, f)
+    if path == "/api/contacts.import" and f.path[:1] == ("contacts",):
+        assert r.status_code == 200, r.text
+        (op,) = r.json()["operations"]
+        assert op["action"] == "error" and f.path[-1] in op["error"], op
+        if expected is not None:
+            assert op["error"] == expected
+        return
+    if expected is not None:
+        assert_json_error(r, 400, expected)
+    else:
+        assert_4xx_naming(r, f.mention)
+
+
+JSON_NUL_VALUES = {
+    "value": {"a": "b\x00"},
+    "key": {"a\x00": 1},
+    "deep_value": [{"x": [["deep\x00"]]}],
+    "deep_key": {"a": {"b": {"c\x00": None}}},
+    "escaped_only": {"a": "\x00"},
+}
+
+
+@pytest.mark.parametrize("where", sorted(JSON_NUL_VALUES))
+@pytest.mark.parametrize("path, prefix", [("/api/contacts.upsert", ("contact",)), ("/api/lists.subscribe", ("contact",)),
+                                          ("/subscribe", ("contact",))])
+async def test_nul_inside_custom_json(client, pool, seeded, path, prefix, where):
+    body = put(valid_body(path, seeded), prefix + ("custom_json_2",), JSON_NUL_VALUES[where])
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, body)
+    assert_json_error(r, 400, "invalid contact: custom_json_2 contains a NUL character")
+
+
+@pytest.mark.parametrize("where", sorted(JSON_NUL_VALUES))
+async def test_nul_inside_workspace_settings(client, pool, seeded, where):
+    body = put(valid_body("/api/workspaces.create", seeded), ("settings",), {"v": JSON_NUL_VALUES[where]})
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/workspaces.create", seeded, body)
+    assert_4xx_naming(r, "settings", "nul")
+
+
+async def test_nul_inside_custom_json_of_an_import_row(client, pool, seeded):
+    body = put(valid_body("/api/contacts.import", seeded), ("contacts", 0, "custom_json_5"), {"k": ["\x00"]})
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/contacts.import", seeded, body)
+    assert r.json() == {"operations": [{"email": "known@example.com", "action": "error",
+                                        "error": "invalid contact: custom_json_5 contains a NUL character"}]}
+
+
+async def test_settings_nested_deeper_than_stored_json_allows(client, pool, seeded):
+    """Decodable, but deeper than any stored JSON may be (it must be encodable again on the way out)."""
+    value: object = 1
+    for _ in range(900):
+        value = {"a": value}
+    body = put(valid_body("/api/workspaces.create", seeded), ("settings",), value)
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/workspaces.create", seeded, body)
+    assert_4xx_naming(r, "settings")
+
+
+async def test_custom_json_nested_deeper_than_allowed(client, pool, seeded):
+    value: object = []
+    for _ in range(900):
+        value = [value]
+    body = put(valid_body("/api/contacts.upsert", seeded), ("contact", "custom_json_1"), value)
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/contacts.upsert", seeded, body)
+    assert_json_error(r, 400, f"invalid contact: custom_json_1 is nested more than {contacts_model.JSON_MAX_DEPTH} levels deep")
+
+
+# ---------------------------------------------------------------- numbers at the edges
+
+@pytest.mark.parametrize("literal", [b"-0", b"-0.0", b"0e0", b"-0e-5"])
+@pytest.mark.parametrize("name", ["lifetime_value", "orders_count", "custom_number_3"])
+async def test_negative_zero_is_zero(client, fresh, name, literal):
+    raw = (b'{"workspace_id": "' + fresh.id.encode() + b'", "contact": {"email": "zero@example.com", "'
+           + name.encode() + b'": ' + literal + b', "custom_json_1": {"z": ' + literal + b"}}}")
+    r = await send(client, "/api/contacts.upsert", fresh, content=raw)
+    assert r.status_code == 200, r.text
+    for contact in (r.json()["contact"], (await client.get("/api/contacts.getByEmail", headers=fresh.ws.headers, params={
+            "workspace_id": fresh.id, "email": "zero@example.com"})).json()["contact"]):
+        assert contact[name] == 0 and str(contact[name]) == "0"
+        assert contact["custom_json_1"] == {"z": 0}
+
+
+NUMBER_CASES = [
+    ("lifetime_value", b"1" + b"0" * 400, "invalid contact: lifetime_value must be a finite number"),
+    ("custom_number_2", b"-" + b"9" * 400, "invalid contact: custom_number_2 must be a finite number"),
+    ("orders_count", b"1" + b"0" * 30, f"invalid contact: orders_count must be <= {contacts_model.ORDERS_COUNT_MAX}"),
+    ("orders_count", b"9223372036854775808", f"invalid contact: orders_count must be <= {contacts_model.ORDERS_COUNT_MAX}"),
+    ("orders_count", b"-1", "invalid contact: orders_count must be >= 0"),
+    ("orders_count", b"-0.5", "invalid contact: invalid type for orders_count: expected integer, got Number"),
+    ("orders_count", b"1e400", NOT_JSON),
+    ("lifetime_value", b"1.7976931348623159e308", NOT_JSON),
+]
+
+
+@pytest.mark.parametrize("name, literal, message", NUMBER_CASES)
+async def test_numbers_out_of_range(client, pool, seeded, name, literal, message):
+    raw = (b'{"workspace_id": "' + seeded.id.encode() + b'", "contact": {"email": "known@example.com", "'
+           + name.encode() + b'": ' + literal + b"}}")
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/contacts.upsert", seeded, content=raw)
+    assert_json_error(r, 400, message)
+
+
+async def test_extreme_numbers_in_custom_json_round_trip(client, fresh):
+    """The largest and smallest doubles and a 300-digit integer are stored and read back as numbers."""
+    raw = (b'{"workspace_id": "' + fresh.id.encode() + b'", "contact": {"email": "big@example.com", '
+           b'"custom_json_1": [1.7976931348623157e308, 5e-324, ' + b"7" * 300 + b"]}}")
+    r = await send(client, "/api/contacts.upsert", fresh, content=raw)
+    assert r.status_code == 200, r.text
+    got = await client.get("/api/contacts.getByEmail", headers=fresh.ws.headers,
+                           params={"workspace_id": fresh.id, "email": "big@example.com"})
+    assert got.status_code == 200, got.text
+    big, tiny, digits = got.json()["contact"]["custom_json_1"]
+    assert float(big) == 1.7976931348623157e308 and float(tiny) == 5e-324 and digits == int("7" * 300)
+
+
+# ---------------------------------------------------------------- emails of 255 and 256 characters
+
+async def test_email_of_255_characters_works_everywhere(client, fresh):
+    h, w, e = fresh.ws.headers, fresh.id, EMAIL_255
+    r = await client.post("/api/contacts.import", headers=h, json={"workspace_id": w, "contacts": [{"email": e}]})
+    assert r.json()["operations"] == [{"email": e, "action": "create"}]
+    await ok(await client.post("/api/lists.subscribe", headers=h, json={
+        "workspace_id": w, "contact": {"email": e}, "list_ids": ["private"]}))
+    await ok(await client.post("/subscribe", json={"workspace_id": w, "contact": {"email": e}, "list_ids": ["news"]}))
+    got = await ok(await client.get("/api/contacts.getByEmail", headers=h, params={"workspace_id": w, "email": e}))
+    assert {m["list_id"] for m in got["contact"]["contact_lists"]} == {"news", "private"}
+    got = await ok(await client.get("/api/contactLists.getByIDs", headers=h,
+                                    params={"workspace_id": w, "email": e, "list_id": "news"}))
+    assert got["contact_list"]["email"] == e
+    got = await ok(await client.get("/api/contactLists.getListsByContact", headers=h, params={"workspace_id": w, "email": e}))
+    assert len(got["contact_lists"]) == 2
+    got = await ok(await client.get("/api/timeline.list", headers=h, params={"workspace_id": w, "email": e}))
+    assert got["timeline"]
+    got = await ok(await client.post("/api/contactLists.updateStatus", headers=h, json={
+        "workspace_id": w, "email": e, "list_id": "news", "status": "unsubscribed"}))
+    assert got["found"] is True
+    await ok(await client.post("/api/contactLists.removeContact", headers=h,
+                               json={"workspace_id": w, "email": e, "list_id": "news"}))
+    await ok(await client.post("/api/contacts.delete", headers=h, json={"workspace_id": w, "email": e}))
+
+
+TOO_LONG = "invalid contact: email exceeds 255 characters"
+
+
+def email_256_writes(w: str):
+    e = EMAIL_256
+    return [
+        ("/api/contacts.upsert", {"workspace_id": w, "contact": {"email": e}}),
+        ("/api/lists.subscribe", {"workspace_id": w, "contact": {"email": e}, "list_ids": ["private"]}),
+        ("/subscribe", {"workspace_id": w, "contact": {"email": e}, "list_ids": ["news"]}),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3), ids=["contacts.upsert", "lists.subscribe", "subscribe"])
+async def test_email_of_256_characters_is_refused_by_writes(client, pool, seeded, index):
+    path, body = email_256_writes(seeded.id)[index]
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, body)
+    assert_json_error(r, 400, TOO_LONG)
+
+
+async def test_email_of_256_characters_in_an_import_row(client, pool, seeded):
+    body = {"workspace_id": seeded.id, "contacts": [{"email": EMAIL_256}], "subscribe_to_lists": ["news"]}
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/contacts.import", seeded, body)
+    assert r.json() == {"operations": [{"email": EMAIL_256, "action": "error", "error": TOO_LONG}]}
+
+
+LOOKUPS = ["contacts.getByEmail", "contacts.delete", "timeline.list", "contactLists.getByIDs",
+           "contactLists.getListsByContact", "contactLists.updateStatus", "contactLists.removeContact",
+           "contacts.list"]
+
+
+def email_lookups(w: str, email: str):
+    """Every endpoint that looks a contact up by email, and its answer for an absent one."""
+    return [
+        ("/api/contacts.getByEmail", {"workspace_id": w, "email": email}, 404, {"error": "Contact not found"}),
+        ("/api/contacts.delete", {"workspace_id": w, "email": email}, 404, {"error": "Contact not found"}),
+        ("/api/timeline.list", {"workspace_id": w, "email": email}, 200, {"timeline": []}),
+        ("/api/contactLists.getByIDs", {"workspace_id": w, "email": email, "list_id": "news"}, 404,
+         {"error": "Contact list relationship not found"}),
+        ("/api/contactLists.getListsByContact", {"workspace_id": w, "email": email}, 200, {"contact_lists": []}),
+        ("/api/contactLists.updateStatus", {"workspace_id": w, "email": email, "list_id": "news", "status": "active"},
+         200, {"success": True, "message": "contact not in list", "found": False}),
+        ("/api/contactLists.removeContact", {"workspace_id": w, "email": email, "list_id": "news"}, 404,
+         {"error": "contact not in list"}),
+        ("/api/contacts.list", {"workspace_id": w, "email": email}, 200, {"contacts": []}),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(LOOKUPS)), ids=LOOKUPS)
+@pytest.mark.parametrize("email", [EMAIL_256, "nobody@example.com"], ids=["256_chars", "absent"])
+async def test_email_lookups_answer_like_an_absent_contact(client, pool, seeded, email, index):
+    path, args, status, answer = email_lookups(seeded.id, email)[index]
+    assert path == "/api/" + LOOKUPS[index]
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, args, params=args)
+    assert r.status_code == status and r.json() == answer, r.text
+
+
+# ---------------------------------------------------------------- query parameters: NUL, repeated, empty
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+# GET endpoint -> {parameter: (a valid value for the seeded workspace, required)}; "@ws"/"@sub"
+# stand for the workspace id and the webhook subscription id. workspace_id is added to all but the
+# user-level endpoints.
+QUERY_PARAMS: dict[str, dict[str, tuple[str, bool]]] = {
+    "/api/contacts.getByEmail": {"email": ("known@example.com", True)},
+    "/api/contacts.getByExternalID": {"external_id": ("ext-1", True)},
+    "/api/contacts.count": {},
+    "/api/contacts.list": {name: ("k", False) for name in (
+        "email", "external_id", "first_name", "last_name", "full_name", "phone", "country", "language")} | {
+        "list_id": ("news", False), "contact_list_status": ("active", False), "with_contact_lists": ("true", False),
+        "limit": ("5", False), "cursor": (b64("2024-01-01T00:00:00Z~a@example.com"), False)},
+    "/api/timeline.list": {"email": ("known@example.com", True), "limit": ("5", False),
+                           "cursor": (b64("2024-01-01T00:00:00Z|123"), False)},
+    "/api/lists.list": {},
+    "/api/lists.get": {"id": ("news", True)},
+    "/api/lists.stats": {"list_id": ("news", True)},
+    "/api/contactLists.getByIDs": {"email": ("known@example.com", True), "list_id": ("news", True)},
+    "/api/contactLists.getContactsByList": {"list_id": ("news", True), "limit": ("5", False),
+                                            "cursor": (b64("known@example.com"), False), "status": ("active", False)},
+    "/api/contactLists.getListsByContact": {"email": ("known@example.com", True)},
+    "/api/webhookSubscriptions.list": {},
+    "/api/webhookSubscriptions.get": {"id": ("@sub", True)},
+    "/api/webhookSubscriptions.deliveries": {"subscription_id": ("@sub", False), "limit": ("5", False),
+                                             "offset": ("0", False)},
+    "/api/webhookSubscriptions.eventTypes": {},
+    "/api/workspaces.list": {},
+    "/api/workspaces.get": {"id": ("@ws", True)},
+    "/api/openapi.json": {},
+    "/confirm": {name: ("@confirm", True) for name in ("workspace_id", "list_id", "email", "expires", "token")},
+}
+
+
+def params_of(path: str, s: Seeded) -> dict[str, str]:
+    spec = dict(QUERY_PARAMS[path])
+    out = {}
+    if path in ENDPOINTS and ENDPOINTS[path].auth == "workspace":
+        out["workspace_id"] = s.id
+    for name, (value, _) in spec.items():
+        out[name] = s.confirm[name] if value == "@confirm" else {"@ws": s.id, "@sub": s.sub_id}.get(value, value)
+    return out
+
+
+def param_cases():
+    for path, spec in QUERY_PARAMS.items():
+        names = list(spec)
+        if path in ENDPOINTS and ENDPOINTS[path].auth == "workspace":
+            names = ["workspace_id"] + names
+        for name in names:
+            yield pytest.param(path, name, id=f"{path}:{name}")
+
+
+def required(path: str, name: str) -> bool:
+    return name == "workspace_id" or QUERY_PARAMS[path].get(name, ("", False))[1]
+
+
+async def test_valid_query_parameters_are_accepted(client, fresh):
+    """The baseline of the cases below: every GET endpoint answers 200 to its valid parameters."""
+    for path in QUERY_PARAMS:
+        r = await send(client, path, fresh, params=params_of(path, fresh))
+        assert r.status_code == 200, (path, r.text)
+    assert r.json() == {"success": True, "message": "subscription confirmed"}  # /confirm, the last
+
+
+def _items(params: dict, name: str, values: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for key, value in params.items():
+        if key == name:
+            out.extend((key, v) for v in values)
+        else:
+            out.append((key, value))
+    if name not in params:
+        out.extend((name, v) for v in values)
+    return out
+
+
+@pytest.mark.parametrize("path, name", list(param_cases()))
+async def test_repeated_query_parameter(client, pool, seeded, path, name):
+    params = params_of(path, seeded)
+    for values in ([params[name], params[name]], [params[name], "other"], ["", params[name]]):
+        async with Unchanged(pool, seeded.id):
+            r = await send(client, path, seeded, params=_items(params, name, values))
+        if path == "/confirm":
+            assert_json_error(r, 400, "invalid confirmation link")
+        else:
+            assert_json_error(r, 400, f"invalid {name}: given more than once")
+
+
+async def test_segments_is_a_list_parameter(client, seeded):
+    for key in ("segments", "segments[]"):
+        r = await client.get("/api/contacts.list", headers=seeded.ws.headers,
+                             params=[("workspace_id", seeded.id), (key, "s1"), (key, "s2")])
+        assert r.status_code == 200 and r.json() == {"contacts": []}, r.text
+
+
+@pytest.mark.parametrize("path, name", list(param_cases()))
+async def test_nul_in_query_parameter(client, pool, seeded, path, name):
+    params = params_of(path, seeded)
+    params[name] = params[name][:1] + "\x00" + params[name][1:]
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, params=params)
+    if path == "/confirm":
+        assert_json_error(r, 400, "invalid confirmation link")
+    else:
+        assert_4xx_naming(r, name)
+
+
+MISSING = {
+    ("/api/contacts.getByEmail", "workspace_id"): "Missing workspace ID",
+    ("/api/contacts.getByEmail", "email"): "Missing email",
+    ("/api/contacts.getByExternalID", "workspace_id"): "Missing workspace ID",
+    ("/api/contacts.getByExternalID", "external_id"): "Missing external ID",
+}
+
+
+def missing_message(path: str, name: str) -> str:
+    if path == "/confirm":
+        return "invalid confirmation link"
+    return MISSING.get((path, name), f"{name} is required")
+
+
+@pytest.mark.parametrize("path, name", list(param_cases()))
+async def test_empty_query_parameter_counts_as_absent(client, pool, seeded, path, name):
+    params = params_of(path, seeded)
+    async with Unchanged(pool, seeded.id):
+        empty = await send(client, path, seeded, params={**params, name: ""})
+        absent = await send(client, path, seeded, params={k: v for k, v in params.items() if k != name})
+    assert (empty.status_code, empty.json()) == (absent.status_code, absent.json())
+    if required(path, name):
+        assert_json_error(empty, 400, missing_message(path, name))
+    else:
+        assert empty.status_code == 200, empty.text
+
+
+NUMERIC_PARAMS = [(path, name) for path, spec in QUERY_PARAMS.items() for name in spec
+                  if name in ("limit", "offset")]
+NOT_NUMBERS = ["abc", "1.5", "-1", "0", "1e2", "0x10", "1_0", "\u0661\u0660", "\uff15", "9" * 19, "9" * 5000]
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS, ids=["abc", "fraction", "negative", "zero", "exponent", "hex",
+                                                    "underscore", "arabic_digits", "fullwidth_digit", "19_digits",
+                                                    "5000_digits"])
+@pytest.mark.parametrize("path, name", NUMERIC_PARAMS, ids=[f"{p}:{n}" for p, n in NUMERIC_PARAMS])
+async def test_malformed_number_in_query_parameter(client, pool, seeded, path, name, value):
+    """limit and offset take ASCII digits only, in range; anything else is a 400 naming them
+    (offset 0 is fine, so "0" is skipped for it)."""
+    if name == "offset" and value == "0":
+        return
+    params = {**params_of(path, seeded), name: value}
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, path, seeded, params=params)
+    assert_4xx_naming(r, name)
+
+
+# ---------------------------------------------------------------- a workspace_id of another tenant
+
+@pytest.mark.parametrize("path", sorted(p for p, e in ENDPOINTS.items() if e.auth == "workspace"))
+async def test_workspace_id_of_another_tenant(client, pool, seeded, new_workspace, path):
+    """With the key of the seeded workspace, naming another (existing) workspace is 403, the same
+    answer as for a workspace that does not exist, and the other workspace is untouched."""
+    other = await new_workspace()
+    await ok(await client.post("/api/contacts.upsert", headers=other.headers, json={
+        "workspace_id": other.id, "contact": {"email": "known@example.com", "first_name": "Other"}}))
+    answers = []
+    for target in (other.id, "ws-does-not-exist"):
+        if method_of(path) == "GET":
+            args = {**params_of(path, seeded), "workspace_id": target}
+            body = None
+        else:
+            args, body = None, {**valid_body(path, seeded), "workspace_id": target}
+        async with Unchanged(pool, other.id, totals=True), Unchanged(pool, seeded.id, totals=False):
+            r = await send(client, path, seeded, body, params=args)
+        assert_json_error(r, 403, FOREIGN)
+        answers.append((r.status_code, r.content))
+    assert answers[0] == answers[1]
+
+
+# ---------------------------------------------------------------- values the edge must not choke on
+
+@pytest.mark.parametrize("signature", ["é" * 64, "\u2603", "0" * 63 + "\x00", "💌"])
+async def test_root_signin_with_a_non_ascii_signature(client, pool, seeded, signature):
+    """The signature is compared in constant time as bytes: any text is a wrong signature (401),
+    never an error of the comparison itself."""
+    body = {"email": ROOT_EMAIL, "timestamp": int(time.time()), "signature": signature}
+    async with Unchanged(pool, seeded.id):
+        r = await send(client, "/api/user.rootSignin", seeded, body)
+    assert_json_error(r, 401, "invalid email or signature")

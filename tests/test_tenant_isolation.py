@@ -1,0 +1,581 @@
+"""Tenant isolation (issue 5): with a valid key of workspace A, every endpoint is called against
+the ids and emails of workspace B. Nothing of B is returned, changed or confirmed to exist.
+
+The walk is built from the registry (postroom.app.build_api) and the capabilities' public
+ROUTES: CASES holds, per path, the requests that aim at B; a path without an entry fails the
+test, so a new endpoint cannot ship without its isolation cases.
+
+For every request:
+- B's rows, in every table with a workspace_id (and B's workspace, members and sessions), are
+  identical before and after it (test_bad_input.snapshot);
+- the response body holds none of B's values (emails, ids, names, URLs, secrets, tokens, key
+  names...) except those the request itself sent (an echo, such as `list not found: <id>`);
+- where a request names something of B, its twin naming something that exists nowhere (same
+  shape, fresh value) gets the same status and the same body once the two values are blanked
+  out: no existence oracle. Requests naming workspace B itself get the answer of a workspace
+  that does not exist.
+
+Requests that A is entitled to make with names B also uses (A creating its own contact with B's
+email, its own list with B's list id, ...) run last, after every lookup, and must behave as in
+an empty workspace: `created`, not `updated`, and nothing of B's stored values in the answer.
+
+Not walked: POST /subscribe to a *public* list of B with a new email. That is the public form
+doing its job (anyone may subscribe to a public list), so it changes B by design. A private list
+of B gets the contract's `list is not public` and changes nothing; every other mix of A's and B's
+names is walked.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import secrets
+import time
+from typing import Callable
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from postroom.app import CAPABILITIES, build_api
+from postroom.webhooks import delivery
+
+from test_bad_input import snapshot
+
+ENDPOINTS = build_api().endpoints
+PUBLIC = {"/subscribe": "POST", "/confirm": "GET"}
+FOREIGN = {"error": "user is not a member of the workspace"}
+SHARED_EMAIL = "shared@example.com"
+SHARED_LIST = "shared_list"
+
+
+def method_of(path: str) -> str:
+    return ENDPOINTS[path].method if path in ENDPOINTS else PUBLIC[path]
+
+
+# ---------------------------------------------------------------- the two workspaces
+
+@dataclasses.dataclass
+class Tenant:
+    ws: object                 # conftest.Workspace
+    own_email: str             # a contact only this workspace has
+    own_list: str              # a public list only this workspace has
+    private_list: str
+    double_list: str           # public, double opt-in; pending_email waits on it
+    pending_email: str
+    external_id: str
+    sub_id: str = ""
+    sub_secret: str = ""
+    key_email: str = ""
+    confirm: dict = dataclasses.field(default_factory=dict)  # a real confirmation link's parameters
+    markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
+
+    @property
+    def id(self) -> str:
+        return self.ws.id
+
+
+async def ok(response: httpx.Response, status: int = 200) -> dict:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+async def populate(client, pool, ws, tag: str) -> Tenant:
+    """Contacts, lists, memberships (active and pending), timeline, a webhook subscription with
+    deliveries, an extra API key and a confirmation secret, all named so they can be told apart."""
+    x = secrets.token_hex(4)
+    t = Tenant(ws, own_email=f"{tag}-only-{x}@{tag}.example", own_list=f"{tag}_list_{x}",
+               private_list=f"{tag}_private_{x}", double_list=f"{tag}_double_{x}",
+               pending_email=f"{tag}-pending-{x}@{tag}.example", external_id=f"{tag}-ext-{x}")
+    h, w = ws.headers, ws.id
+    secret_values = {"first": f"{tag}first{x}", "shared_first": f"{tag}sharedname{x}", "job": f"{tag}job{x}",
+                     "custom": f"{tag}custom{x}", "list_name": f"{tag} list name {x}",
+                     "shared_list_name": f"{tag} shared list {x}", "description": f"{tag} description {x}",
+                     "hook_name": f"{tag} hook {x}", "hook_path": f"/{tag}-hook-{x}"}
+    await ok(await client.post("/api/contacts.upsert", headers=h, json={"workspace_id": w, "contact": {
+        "email": t.own_email, "external_id": t.external_id, "first_name": secret_values["first"],
+        "job_title": secret_values["job"], "custom_json_1": {"note": secret_values["custom"]}}}))
+    await ok(await client.post("/api/contacts.upsert", headers=h, json={"workspace_id": w, "contact": {
+        "email": SHARED_EMAIL, "first_name": secret_values["shared_first"]}}))
+    for list_id, name, extra in (
+            (t.own_list, secret_values["list_name"], {"is_public": True, "description": secret_values["description"]}),
+            (t.private_list, secret_values["list_name"] + " private", {}),
+            (t.double_list, secret_values["list_name"] + " double", {"is_public": True, "is_double_optin": True}),
+            (SHARED_LIST, secret_values["shared_list_name"], {})):
+        await ok(await client.post("/api/lists.create", headers=h, json={
+            "workspace_id": w, "id": list_id, "name": name, **extra}), 201)
+    await ok(await client.post("/api/lists.subscribe", headers=h, json={
+        "workspace_id": w, "contact": {"email": t.own_email}, "list_ids": [t.own_list, t.private_list]}))
+    await ok(await client.post("/api/lists.subscribe", headers=h, json={
+        "workspace_id": w, "contact": {"email": SHARED_EMAIL}, "list_ids": [SHARED_LIST]}))
+    await ok(await client.post("/subscribe", json={
+        "workspace_id": w, "contact": {"email": t.pending_email}, "list_ids": [t.double_list]}))
+    link = await pool.fetchval("SELECT data->>'confirm_url' FROM events WHERE workspace_id = $1"
+                               " AND type = 'list.pending'", w)
+    t.confirm = dict(parse_qsl(urlsplit(link).query))
+    sub = (await ok(await client.post("/api/webhookSubscriptions.create", headers=h, json={
+        "workspace_id": w, "name": secret_values["hook_name"], "url": "http://127.0.0.1:9" + secret_values["hook_path"],
+        "event_types": ["contact.created", "contact.updated", "list.subscribed"]}), 201))["subscription"]
+    t.sub_id, t.sub_secret = sub["id"], sub["secret"]
+    # an event after the subscription, so that it has deliveries once dispatched
+    await ok(await client.post("/api/contacts.upsert", headers=h, json={"workspace_id": w, "contact": {
+        "email": t.own_email, "last_name": secret_values["first"] + "-last"}}))
+    key = await ok(await client.post("/api/workspaces.createAPIKey", headers=h, json={
+        "workspace_id": w, "email_prefix": f"{tag}key{x}"}))
+    t.key_email = key["email"]
+    t.markers = [t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
+                 t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
+                 t.confirm["token"], f"owner-{w}@example.com", w, *secret_values.values()]
+    return t
+
+
+async def dispatch_all(pool, settings) -> None:
+    """Fans the outbox out into webhook deliveries (no worker runs here: they stay pending)."""
+    for _ in range(20):
+        events, _ = await delivery.dispatch_once(pool, settings)
+        if events == 0:
+            return
+    raise AssertionError("the outbox did not drain")
+
+
+# ---------------------------------------------------------------- the requests, per endpoint
+
+@dataclasses.dataclass
+class Probe:
+    """One request with A's key (unless `headers` says otherwise)."""
+
+    params: dict | None = None                # GET query
+    body: dict | None = None                  # POST JSON
+    swap: dict = dataclasses.field(default_factory=dict)  # B's value -> a value that exists nowhere
+    check: Callable | None = None             # more assertions on the response (r, ctx)
+    late: bool = False                        # a write A is entitled to: after all lookups
+    headers: dict | None = None
+    status: int | None = None                 # the expected status, where the twin alone does not say
+
+
+class Ctx:
+    def __init__(self, a: Tenant, b: Tenant, pool):
+        self.a, self.b, self.pool = a, b, pool
+        self.nowhere_email = f"ghost-{secrets.token_hex(4)}@b.example"
+        self.nowhere_list = f"ghost_list_{secrets.token_hex(4)}"
+        self.nowhere_sub = secrets.token_hex(16)
+        self.nowhere_ws = f"ws_ghost_{secrets.token_hex(4)}"
+
+    def ghost(self, tag: str) -> str:
+        """A fresh email for the twin of a write (each write its own, so none finds another's)."""
+        return f"ghost-{tag}-{secrets.token_hex(4)}@b.example"
+
+    def email(self) -> dict:     # B's contact -> a contact nowhere
+        return {self.b.own_email: self.nowhere_email}
+
+    def lst(self) -> dict:
+        return {self.b.own_list: self.nowhere_list}
+
+    def private(self) -> dict:
+        return {self.b.private_list: self.nowhere_list}
+
+    def sub(self) -> dict:
+        return {self.b.sub_id: self.nowhere_sub}
+
+
+async def a_rows(ctx: Ctx, sql: str) -> set:
+    return {r[0] for r in await ctx.pool.fetch(sql, ctx.a.id)}
+
+
+def only_a(sql: str, extract: Callable):
+    """A check: the ids the response lists are all A's (as `sql` reads them from the database)."""
+    async def check(r: httpx.Response, ctx: Ctx) -> None:
+        assert r.status_code == 200, r.text
+        listed = set(extract(r.json()))
+        assert listed <= await a_rows(ctx, sql), (listed, r.text)
+    return check
+
+
+def status_is(status: int):
+    async def check(r: httpx.Response, ctx: Ctx) -> None:
+        assert r.status_code == status, r.text
+    return check
+
+
+def created(action_of: Callable, word: str):
+    """A write in A naming something B also has must behave as in an empty workspace."""
+    async def check(r: httpx.Response, ctx: Ctx) -> None:
+        assert r.status_code == 200, r.text
+        assert action_of(r.json()) == word, r.text
+    return check
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def contacts_cases(path: str, c: Ctx) -> list[Probe]:
+    a, b = c.a, c.b
+    w = a.id
+    cases = {
+        "/api/contacts.upsert": [
+            Probe(body={"workspace_id": w, "contact": {"email": b.pending_email, "first_name": "mine"}},
+                  swap={b.pending_email: c.ghost("upsert")}, check=created(lambda j: j["action"], "created"), late=True),
+        ],
+        "/api/contacts.delete": [Probe(body={"workspace_id": w, "email": b.own_email}, swap=c.email(), status=404)],
+        "/api/contacts.getByEmail": [
+            Probe(params={"workspace_id": w, "email": b.own_email}, swap=c.email(), status=404),
+            Probe(params={"workspace_id": w, "email": b.pending_email.upper()},
+                  swap={b.pending_email.upper(): c.nowhere_email}, status=404),
+            Probe(params={"workspace_id": w, "email": SHARED_EMAIL}, status=200,
+                  check=only_a("SELECT list_id FROM contact_lists WHERE workspace_id = $1",
+                               lambda j: [m["list_id"] for m in j["contact"]["contact_lists"]])),
+        ],
+        "/api/contacts.getByExternalID": [
+            Probe(params={"workspace_id": w, "external_id": b.external_id},
+                  swap={b.external_id: "ghost-ext"}, status=404)],
+        "/api/contacts.count": [Probe(params={"workspace_id": w}, check=count_is_a)],
+        "/api/contacts.list": [
+            Probe(params={"workspace_id": w}, check=only_a("SELECT email FROM contacts WHERE workspace_id = $1",
+                                                           lambda j: [x["email"] for x in j["contacts"]])),
+            Probe(params={"workspace_id": w, "email": b.own_email}, swap=c.email(), status=200),
+            Probe(params={"workspace_id": w, "external_id": b.external_id}, swap={b.external_id: "ghost-ext"},
+                  status=200),
+            Probe(params={"workspace_id": w, "email": "only-"}, status=200,
+                  check=only_a("SELECT email FROM contacts WHERE workspace_id = $1",
+                               lambda j: [x["email"] for x in j["contacts"]])),
+            Probe(params={"workspace_id": w, "list_id": b.own_list}, swap=c.lst(), status=200),
+            Probe(params={"workspace_id": w, "list_id": b.own_list, "contact_list_status": "active"},
+                  swap=c.lst(), status=200),
+            Probe(params={"workspace_id": w, "list_id": SHARED_LIST, "with_contact_lists": "true"},
+                  check=only_a("SELECT email FROM contact_lists WHERE workspace_id = $1",
+                               lambda j: [x["email"] for x in j["contacts"]])),
+            Probe(params={"workspace_id": w, "cursor": b64(f"2999-01-01T00:00:00Z~{b.own_email}")},
+                  check=only_a("SELECT email FROM contacts WHERE workspace_id = $1",
+                               lambda j: [x["email"] for x in j["contacts"]])),
+        ],
+        "/api/contacts.import": [
+            Probe(body={"workspace_id": w, "contacts": [{"email": c.nowhere_email + ".x"}],
+                        "subscribe_to_lists": [b.own_list]}, swap=c.lst(), status=400),
+            Probe(body={"workspace_id": w, "contacts": [{"email": b.own_email}]}, swap={b.own_email: c.ghost("import")},
+                  late=True, check=created(lambda j: j["operations"][0]["action"], "create")),
+        ],
+    }
+    return cases[path]
+
+
+async def count_is_a(r: httpx.Response, ctx: Ctx) -> None:
+    assert r.status_code == 200, r.text
+    assert r.json() == {"total_contacts": len(await a_rows(ctx, "SELECT email FROM contacts WHERE workspace_id = $1"))}
+
+
+def timeline_cases(path: str, c: Ctx) -> list[Probe]:
+    w = c.a.id
+    return [
+        Probe(params={"workspace_id": w, "email": c.b.own_email}, swap=c.email(), status=200),
+        Probe(params={"workspace_id": w, "email": c.b.pending_email}, swap={c.b.pending_email: c.nowhere_email},
+              status=200),
+        Probe(params={"workspace_id": w, "email": SHARED_EMAIL},
+              check=only_a("SELECT id::text FROM contact_timeline WHERE workspace_id = $1",
+                           lambda j: [e["id"] for e in j["timeline"]])),
+    ]
+
+
+def lists_cases(path: str, c: Ctx) -> list[Probe]:
+    a, b = c.a, c.b
+    w = a.id
+    member = "SELECT list_id FROM contact_lists WHERE workspace_id = $1"
+    cases = {
+        "/api/lists.list": [Probe(params={"workspace_id": w}, check=only_a(
+            "SELECT id FROM lists WHERE workspace_id = $1", lambda j: [x["id"] for x in j["lists"]]))],
+        "/api/lists.get": [Probe(params={"workspace_id": w, "id": b.own_list}, swap=c.lst(), status=404),
+                           Probe(params={"workspace_id": w, "id": SHARED_LIST}, status=200)],
+        "/api/lists.stats": [Probe(params={"workspace_id": w, "list_id": b.private_list}, swap=c.private(), status=404),
+                             Probe(params={"workspace_id": w, "list_id": SHARED_LIST}, check=shared_stats_are_a)],
+        "/api/lists.create": [
+            Probe(body={"workspace_id": w, "id": b.own_list, "name": "mine"}, swap={b.own_list: "ghost_created"},
+                  status=201, late=True)],
+        "/api/lists.update": [
+            Probe(body={"workspace_id": w, "id": b.own_list, "name": "mine"}, swap=c.lst(), status=404),
+            Probe(body={"workspace_id": w, "id": SHARED_LIST, "name": "mine too"}, status=200, late=True)],
+        "/api/lists.delete": [Probe(body={"workspace_id": w, "id": b.private_list}, swap=c.private(), status=404)],
+        "/api/lists.subscribe": [
+            Probe(body={"workspace_id": w, "contact": {"email": a.own_email}, "list_ids": [b.own_list]},
+                  swap=c.lst(), status=400),
+            Probe(body={"workspace_id": w, "contact": {"email": b.own_email}, "list_ids": [a.own_list, b.private_list]},
+                  swap={**c.email(), **c.private()}, status=400),
+            Probe(body={"workspace_id": w, "contact": {"email": b.own_email}, "list_ids": [a.own_list]},
+                  swap={b.own_email: c.ghost("subscribe")}, status=200, late=True),
+        ],
+        "/api/contactLists.getByIDs": [
+            Probe(params={"workspace_id": w, "email": b.own_email, "list_id": a.own_list}, swap=c.email(), status=404),
+            Probe(params={"workspace_id": w, "email": b.own_email, "list_id": b.own_list},
+                  swap={**c.email(), **c.lst()}, status=404),
+            Probe(params={"workspace_id": w, "email": a.own_email, "list_id": b.private_list},
+                  swap=c.private(), status=404),
+        ],
+        "/api/contactLists.getContactsByList": [
+            Probe(params={"workspace_id": w, "list_id": b.own_list}, swap=c.lst(), status=404),
+            Probe(params={"workspace_id": w, "list_id": SHARED_LIST}, check=only_a(
+                "SELECT email FROM contact_lists WHERE workspace_id = $1",
+                lambda j: [m["email"] for m in j["contact_lists"]])),
+            Probe(params={"workspace_id": w, "list_id": SHARED_LIST, "cursor": b64(b.own_email)}, check=only_a(
+                "SELECT email FROM contact_lists WHERE workspace_id = $1",
+                lambda j: [m["email"] for m in j["contact_lists"]])),
+        ],
+        "/api/contactLists.getListsByContact": [
+            Probe(params={"workspace_id": w, "email": b.own_email}, swap=c.email(), status=200),
+            Probe(params={"workspace_id": w, "email": SHARED_EMAIL},
+                  check=only_a(member, lambda j: [m["list_id"] for m in j["contact_lists"]])),
+        ],
+        "/api/contactLists.updateStatus": [
+            Probe(body={"workspace_id": w, "email": b.own_email, "list_id": a.own_list, "status": "unsubscribed"},
+                  swap=c.email(), status=200),
+            Probe(body={"workspace_id": w, "email": b.own_email, "list_id": b.own_list, "status": "unsubscribed"},
+                  swap={**c.email(), **c.lst()}, status=404),
+            Probe(body={"workspace_id": w, "email": b.pending_email, "list_id": b.double_list, "status": "active"},
+                  swap={b.pending_email: c.nowhere_email, b.double_list: c.nowhere_list}, status=404),
+            Probe(body={"workspace_id": w, "email": SHARED_EMAIL, "list_id": SHARED_LIST, "status": "bounced"},
+                  status=200, late=True),
+        ],
+        "/api/contactLists.removeContact": [
+            Probe(body={"workspace_id": w, "email": b.own_email, "list_id": a.own_list}, swap=c.email(), status=404),
+            Probe(body={"workspace_id": w, "email": b.own_email, "list_id": b.own_list},
+                  swap={**c.email(), **c.lst()}, status=404),
+            Probe(body={"workspace_id": w, "email": SHARED_EMAIL, "list_id": SHARED_LIST}, status=200, late=True),
+        ],
+    }
+    return cases[path]
+
+
+async def shared_stats_are_a(r: httpx.Response, ctx: Ctx) -> None:
+    assert r.status_code == 200, r.text
+    members = await ctx.pool.fetchval(
+        "SELECT count(*) FROM contact_lists WHERE workspace_id = $1 AND list_id = $2 AND deleted_at IS NULL",
+        ctx.a.id, SHARED_LIST)
+    assert sum(r.json()["stats"].values()) == members
+
+
+def webhooks_cases(path: str, c: Ctx) -> list[Probe]:
+    w, b = c.a.id, c.b
+    subs = "SELECT id FROM webhook_subscriptions WHERE workspace_id = $1"
+    name = path.rpartition(".")[2]
+    if name in ("update", "delete", "toggle", "regenerateSecret", "test"):
+        body = {"workspace_id": w, "id": b.sub_id}
+        body.update({"update": {"name": "mine"}, "toggle": {"enabled": False},
+                     "test": {"event_type": "contact.created"}}.get(name, {}))
+        return [Probe(body=body, swap=c.sub(), status=404)]
+    return {
+        "create": [Probe(body={"workspace_id": w, "name": "mine", "url": "http://127.0.0.1:9/a",
+                               "event_types": ["email.opened"]}, status=201, late=True)],
+        "list": [Probe(params={"workspace_id": w}, check=only_a(subs, lambda j: [s["id"] for s in j["subscriptions"]]))],
+        "get": [Probe(params={"workspace_id": w, "id": b.sub_id}, swap=c.sub(), status=404)],
+        "deliveries": [
+            Probe(params={"workspace_id": w, "subscription_id": b.sub_id}, swap=c.sub(), status=404),
+            Probe(params={"workspace_id": w}, check=only_a(
+                "SELECT message_id FROM webhook_deliveries WHERE workspace_id = $1",
+                lambda j: [d["id"] for d in j["deliveries"]])),
+        ],
+        "eventTypes": [Probe(status=200)],  # the same static list for everyone
+    }[name]
+
+
+def workspaces_cases(path: str, c: Ctx) -> list[Probe]:
+    b = c.b
+    return {
+        "/api/workspaces.list": [Probe(check=only_a("SELECT $1::text", lambda j: [x["id"] for x in j]))],
+        "/api/workspaces.get": [Probe(params={"id": b.id}, swap={b.id: c.nowhere_ws}, status=403)],
+        "/api/workspaces.create": [Probe(body={"id": b.id, "name": "mine"}, swap={b.id: c.nowhere_ws}, status=403)],
+        "/api/workspaces.createAPIKey": [
+            Probe(body={"workspace_id": c.a.id, "email_prefix": b.key_email.partition("@")[0]},
+                  swap={b.key_email.partition("@")[0]: "ghostkey"}, check=api_key_is_a, late=True)],
+    }[path]
+
+
+async def api_key_is_a(r: httpx.Response, ctx: Ctx) -> None:
+    assert r.status_code == 200, r.text
+    assert r.json()["email"].endswith(f"@{ctx.a.id}.api.postroom")
+
+
+def auth_cases(path: str, c: Ctx) -> list[Probe]:
+    ts = int(time.time())
+    owner = f"owner-{c.b.id}@example.com"
+    return [Probe(body={"email": owner, "timestamp": ts, "signature": "0" * 64}, swap={owner: c.nowhere_email},
+                  headers={}, status=401)]
+
+
+def openapi_cases(path: str, c: Ctx) -> list[Probe]:
+    return [Probe(headers={}, status=200)]  # one static document; names nothing of any workspace
+
+
+async def not_public(r, ctx) -> None:
+    assert r.json() == {"error": "list is not public"}
+
+
+def public_cases(path: str, c: Ctx) -> list[Probe]:
+    a, b = c.a, c.b
+    if path == "/subscribe":
+        def sub(ws_id, email, list_ids):
+            return {"workspace_id": ws_id, "contact": {"email": email}, "list_ids": list_ids}
+        return [
+            Probe(body=sub(a.id, c.nowhere_email + ".a", [b.own_list]), swap=c.lst(), headers={}, status=400),
+            # The public form names a private list as such (the contract's `list is not public`):
+            # list ids are not secrets, and nothing else of the list or of B is said or changed.
+            Probe(body=sub(b.id, c.nowhere_email + ".b", [b.private_list]), headers={}, status=400, check=not_public),
+            Probe(body=sub(b.id, b.own_email, [b.private_list]), headers={}, status=400, check=not_public),
+            Probe(body=sub(b.id, b.own_email, [b.own_list, b.private_list]), headers={}, status=400,
+                  check=not_public),
+            # A's key is ignored here: it does not make B's private list any more visible
+            Probe(body=sub(b.id, b.own_email, [b.private_list]), status=400, check=not_public),
+        ]
+    # /confirm: B's link with one part changed is worth nothing, and says nothing about B
+    link = b.confirm
+    return [
+        Probe(params={**link, "workspace_id": a.id}, swap={}, headers={}, status=400),
+        Probe(params={**link, "token": a.confirm["token"]}, swap={b.id: c.nowhere_ws}, headers={}, status=400),
+        Probe(params={**a.confirm, "workspace_id": b.id}, swap={b.id: c.nowhere_ws}, headers={}, status=400),
+        Probe(params={**link, "list_id": b.own_list}, swap={b.id: c.nowhere_ws}, headers={}, status=400),
+        Probe(params={**link, "email": b.own_email}, swap={b.id: c.nowhere_ws}, headers={}, status=400),
+    ]
+
+
+# Every /api path and public route -> its requests. A path missing here fails the walk.
+CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
+    **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
+                                   "/api/contacts.getByExternalID", "/api/contacts.count", "/api/contacts.list",
+                                   "/api/contacts.import")},
+    "/api/timeline.list": timeline_cases,
+    **{p: lists_cases for p in ("/api/lists.list", "/api/lists.get", "/api/lists.stats", "/api/lists.create",
+                                "/api/lists.update", "/api/lists.delete", "/api/lists.subscribe",
+                                "/api/contactLists.getByIDs", "/api/contactLists.getContactsByList",
+                                "/api/contactLists.getListsByContact", "/api/contactLists.updateStatus",
+                                "/api/contactLists.removeContact")},
+    **{f"/api/webhookSubscriptions.{n}": webhooks_cases for n in (
+        "create", "list", "get", "update", "delete", "toggle", "regenerateSecret", "deliveries", "test", "eventTypes")},
+    **{p: workspaces_cases for p in ("/api/workspaces.list", "/api/workspaces.get", "/api/workspaces.create",
+                                     "/api/workspaces.createAPIKey")},
+    "/api/user.rootSignin": auth_cases,
+    "/api/openapi.json": openapi_cases,
+    "/subscribe": public_cases,
+    "/confirm": public_cases,
+}
+
+
+# ---------------------------------------------------------------- running a probe
+
+def replace_all(value, mapping: dict):
+    if isinstance(value, str):
+        for old, new in mapping.items():
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {replace_all(k, mapping): replace_all(v, mapping) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replace_all(v, mapping) for v in value]
+    return value
+
+
+async def call(client, path: str, probe: Probe, ctx: Ctx, swap: dict | None = None) -> httpx.Response:
+    headers = ctx.a.ws.headers if probe.headers is None else probe.headers
+    params, body = probe.params, probe.body
+    if swap:
+        params, body = replace_all(params, swap), replace_all(body, swap)
+    if method_of(path) == "GET":
+        return await client.get(path, params=params, headers=headers)
+    return await client.post(path, json=body if body is not None else {}, headers=headers)
+
+
+def blank(text: str, values) -> str:
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, "<X>")
+    return text
+
+
+def assert_no_leak(r: httpx.Response, probe: Probe, ctx: Ctx, path: str) -> None:
+    sent = repr(probe.params) + repr(probe.body)
+    text = r.text
+    leaked = [m for m in ctx.b.markers if m and m in text and m not in sent]
+    assert not leaked, f"{path}: B's values in the answer: {leaked}: {text[:500]}"
+
+
+async def run_probe(client, path: str, probe: Probe, ctx: Ctx) -> None:
+    before = await snapshot(ctx.pool, ctx.b.id)
+    r = await call(client, path, probe, ctx)
+    assert r.status_code < 500, (path, r.text)
+    assert_no_leak(r, probe, ctx, path)
+    assert await snapshot(ctx.pool, ctx.b.id) == before, f"{path} changed workspace B: {probe}"
+    if probe.status is not None:
+        assert r.status_code == probe.status, (path, probe, r.text)
+    if probe.check is not None:
+        await probe.check(r, ctx)
+    if probe.swap:
+        twin = await call(client, path, probe, ctx, probe.swap)
+        if probe.late:  # two writes: their answers hold their own ids and times; compare what they say
+            assert twin.status_code == r.status_code, (path, r.text, twin.text)
+            if probe.check is not None:
+                await probe.check(twin, ctx)
+        else:
+            assert (twin.status_code, blank(twin.text, probe.swap.values())) == \
+                   (r.status_code, blank(r.text, probe.swap)), f"{path}: B's names get another answer: {probe}"
+
+
+def foreign(path: str, probe: Probe, ctx: Ctx) -> list[Probe]:
+    """The same request naming workspace B (and, as its twin, a workspace that does not exist)."""
+    if path in PUBLIC or ENDPOINTS[path].auth != "workspace":
+        return []
+    swap = {ctx.b.id: ctx.nowhere_ws}
+    if probe.params is not None:
+        return [dataclasses.replace(probe, params={**probe.params, "workspace_id": ctx.b.id}, swap=swap,
+                                    check=None, late=False, status=403)]
+    return [dataclasses.replace(probe, body={**(probe.body or {}), "workspace_id": ctx.b.id}, swap=swap,
+                                check=None, late=False, status=403)]
+
+
+# ---------------------------------------------------------------- the walk
+
+def test_every_path_has_isolation_cases():
+    routes = {r.path for capability in CAPABILITIES for r in getattr(capability, "ROUTES", ())}
+    assert routes == set(PUBLIC), f"public routes without isolation cases: {routes ^ set(PUBLIC)}"
+    missing = set(ENDPOINTS) - set(CASES)
+    assert not missing, f"endpoints without isolation cases: {sorted(missing)}"
+    stale = set(CASES) - set(ENDPOINTS) - set(PUBLIC)
+    assert not stale, f"isolation cases for paths that no longer exist: {sorted(stale)}"
+
+
+async def test_key_of_a_against_everything_of_b(client, pool, settings, new_workspace):
+    a = await populate(client, pool, await new_workspace(), "a")
+    b = await populate(client, pool, await new_workspace(), "b")
+    await dispatch_all(pool, settings)
+    ctx = Ctx(a, b, pool)
+    try:
+        # B has data in every table the walk must leave alone
+        start = await snapshot(pool, b.id)
+        for table in ("contacts", "contact_timeline", "events", "lists", "contact_lists", "webhook_subscriptions",
+                      "webhook_deliveries", "workspace_secrets", "subscribe_rate_limits", "user_workspaces"):
+            assert start[table], f"workspace B has no {table} rows to protect"
+
+        probes = []
+        for path in sorted(set(ENDPOINTS) | set(PUBLIC)):
+            assert path in CASES, f"no isolation cases for {path}"
+            mine = CASES[path](path, ctx)
+            assert mine, f"no requests for {path}"
+            probes += [(path, p) for p in foreign(path, mine[0], ctx)]
+            probes += [(path, p) for p in mine]
+        probes.sort(key=lambda item: item[1].late)  # lookups first, A's own writes last
+        for path, probe in probes:
+            await run_probe(client, path, probe, ctx)
+        assert await snapshot(pool, b.id) == start
+    finally:
+        for t in (a, b):  # no deliveries left for another test's worker
+            await pool.execute("DELETE FROM webhook_subscriptions WHERE workspace_id = $1", t.id)
+
+
+async def test_restricted_key_of_b_cannot_reach_a(client, pool, new_workspace):
+    """The walk runs with A's owner key; a key of B with limited permissions gets the answer of a
+    workspace that does not exist as well, for reads and writes alike."""
+    a = await populate(client, pool, await new_workspace(), "a")
+    b = await new_workspace()
+    key = {"Authorization": f"Bearer {await b.key('contacts:rw')}"}
+    before = await snapshot(pool, a.id)
+    for target in (a.id, "ws_ghost_nowhere"):
+        r = await client.get("/api/contacts.getByEmail", headers=key,
+                             params={"workspace_id": target, "email": a.own_email})
+        assert (r.status_code, r.json()) == (403, FOREIGN)
+        r = await client.post("/api/contacts.upsert", headers=key,
+                              json={"workspace_id": target, "contact": {"email": a.own_email, "first_name": "x"}})
+        assert (r.status_code, r.json()) == (403, FOREIGN)
+    assert await snapshot(pool, a.id) == before
