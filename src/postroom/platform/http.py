@@ -67,6 +67,32 @@ def decode_object(body: bytes) -> dict:
     return value
 
 
+# ---- query parameters -----------------------------------------------------------------------
+
+REPEATED_PARAM = "invalid {}: given more than once"
+
+
+def query_param(query, name: str) -> str | None:
+    """The value of query parameter `name` (from starlette QueryParams); empty counts as absent.
+
+    Given more than once is 400 `invalid <name>: given more than once`: which value was meant is
+    not guessed (first-wins and last-wins readers, say a proxy and us, would disagree). A NUL
+    character is 400 `invalid <name>: contains a NUL character` (PostgreSQL text cannot hold one).
+    Every handler reads parameters through here (Call.param); contacts.list parses its many
+    parameters itself (contacts.query) with the same rule and REPEATED_PARAM, and reads its one
+    list parameter (segments) with every value.
+    """
+    values = query.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ApiError(400, REPEATED_PARAM.format(name))
+    value = values[0]
+    if "\x00" in value:
+        raise ApiError(400, f"invalid {name}: contains a NUL character")
+    return value or None
+
+
 # ---- endpoints ------------------------------------------------------------------------------
 
 @dataclass
@@ -86,9 +112,8 @@ class Call:
         return self.request.app.state.settings
 
     def param(self, name: str) -> str | None:
-        """A query parameter; empty counts as absent."""
-        value = self.query.get(name)
-        return value if value else None
+        """A query parameter; empty counts as absent (see query_param)."""
+        return query_param(self.query, name)
 
 
 Handler = Callable[[Call], Awaitable[Any]]
@@ -149,8 +174,9 @@ class Api:
         workspace_id = membership = None
         if endpoint.auth == "workspace":
             raw = body.get(endpoint.workspace_param) if endpoint.method == "POST" else \
-                request.query_params.get(endpoint.workspace_param)
+                query_param(request.query_params, endpoint.workspace_param)
             workspace_id = workspace_from(raw, endpoint.missing_workspace, endpoint.workspace_param)
+            request.state.workspace_id = workspace_id  # for the access log (platform.observability)
             from postroom.auth import api as auth_api
 
             membership = await auth_api.authorize(
@@ -188,8 +214,12 @@ DB_UNAVAILABLE = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,  # 57P02: the server restarts after a backend crashed
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    # a session the server terminated mid-operation is sometimes reported as a protocol state
+    # error rather than a closed connection (MagicStack/asyncpg#1069); the pool drops it on release
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
@@ -234,8 +264,10 @@ class Edge:
         except ApiError as exc:
             if not started:
                 await error_response(exc.status, exc.message, exc.headers)(scope, receive, send_with_cors)
-        except DB_UNAVAILABLE:
-            log.warning("database unavailable for %s %s", scope["method"], scope["path"], exc_info=True)
+        except DB_UNAVAILABLE as exc:
+            # one line per request, no traceback: during an outage every request lands here
+            log.warning("database unavailable for %s %s: %s: %s", scope["method"], scope["path"],
+                        type(exc).__name__, exc)
             if not started:
                 await error_response(503, "database unavailable", {"Retry-After": "1"})(
                     scope, receive, send_with_cors)
