@@ -17,9 +17,10 @@ import asyncpg
 import httpx
 import pytest
 
+from contract import Contract
 from postroom.app import create_app
 from postroom.auth import model as auth_model, store as auth_store
-from postroom.platform import db
+from postroom.platform import db, openapi
 from postroom.platform.config import Settings
 from postroom.platform.migrations import migrate
 from postroom.workspaces import store as ws_store
@@ -86,9 +87,29 @@ async def app(settings, dsn, pool):
 
 
 @pytest.fixture(scope="session")
-async def client(app):
+def contract():
+    """The OpenAPI document as a checker (tests/contract.py says what it holds requests and responses to)."""
+    return Contract(openapi.document())
+
+
+@pytest.fixture(scope="session")
+async def client(app, contract):
+    """httpx on the real ASGI app. Every exchange is checked against the OpenAPI document: a
+    response outside it, or a request outside it that succeeded, fails the test (see contract.py)."""
+
+    async def check(response: httpx.Response) -> None:
+        await response.aread()
+        request = response.request
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streamed body: its bytes are gone
+            body = None
+        contract.check(request.method, request.url.path, request.url.query.decode("ascii", "replace"),
+                       body, response.status_code, response.headers, response.content)
+
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://postroom.test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://postroom.test",
+                                 event_hooks={"response": [check]}) as c:
         yield c
 
 

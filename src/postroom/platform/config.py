@@ -96,6 +96,8 @@ class Settings:
     webhook_subscription_concurrency: int = 32    # attempts in flight per subscription (2 while failing)
     webhook_poll_interval: float = 0.2            # seconds between polls when nothing wakes the workers
     webhook_lease_grace: float = 20.0             # a claim expires this long after the attempt's timeout
+    # GET /metrics asks for `Authorization: Bearer <metrics_token>` when this is set
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -116,6 +118,7 @@ class Settings:
             webhook_subscription_concurrency=_int_env("POSTROOM_WEBHOOK_SUBSCRIPTION_CONCURRENCY", 32),
             webhook_poll_interval=_float_env("POSTROOM_WEBHOOK_POLL_INTERVAL", 0.2),
             webhook_lease_grace=_float_env("POSTROOM_WEBHOOK_LEASE_GRACE", 20.0),
+            metrics_token=_env("POSTROOM_METRICS_TOKEN"),
         )
 
     def ensure_secret_key(self) -> str:
