@@ -11,7 +11,9 @@ What it does:
    five mail domains, names from small lists, two contacts per minute of created_at (ties on
    created_at are part of the test), and list memberships: `news` holds ~30% of each workspace
    (random, 90% active), `vip` ~1%, `old` the oldest 30% (members clustered far down the list:
-   the hard case for a list page, reported as such). The count rows are rebuilt with contacts.store.recount;
+   the hard case for a walk of the contacts, reported as such). Each membership carries its
+   contact's created_at (contact_created_at), as lists.store writes it; secondary indexes of
+   contact_lists are rebuilt after the load too. The count rows are rebuilt with contacts.store.recount;
 3. starts `postroom serve --no-workers` and times each request below `--reps` times with httpx,
    one at a time, after a warm-up: p50/p95 per request;
 4. runs the same SQL directly with asyncpg (the statements contacts.store.list_contacts would run,
@@ -66,20 +68,21 @@ INSERT INTO lists (workspace_id, id, name) VALUES ($1, 'news', 'Newsletter'), ($
 
 # `old`: the oldest 30% of the workspace, i.e. members that all sit far down the list.
 LOAD_OLD_MEMBERS = """
-INSERT INTO contact_lists (workspace_id, list_id, email, status)
-SELECT $1, 'old', email, 'active' FROM contacts
+INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)
+SELECT $1, 'old', email, 'active', created_at FROM contacts
  WHERE workspace_id = $1 AND created_at < $2::timestamptz + ($3::int * 3 / 10 / 2) * interval '1 minute'
 """
 
 LOAD_MEMBERS = """
-INSERT INTO contact_lists (workspace_id, list_id, email, status)
-SELECT $1, $2, email, CASE WHEN random() < 0.9 THEN 'active' ELSE 'unsubscribed' END
+INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)
+SELECT $1, $2, email, CASE WHEN random() < 0.9 THEN 'active' ELSE 'unsubscribed' END, created_at
   FROM contacts WHERE workspace_id = $1 AND random() < $3
 """
 
 SECONDARY_INDEXES = """
 SELECT indexname, indexdef FROM pg_indexes
- WHERE schemaname = current_schema() AND tablename = 'contacts' AND indexname <> 'contacts_pkey'
+ WHERE schemaname = current_schema() AND tablename IN ('contacts', 'contact_lists')
+   AND indexname NOT IN ('contacts_pkey', 'contact_lists_pkey')
 """
 
 # The (created_at, email) of the row `depth` rows down the list, optionally of one list's members:
@@ -111,7 +114,8 @@ async def load(conn, n: int) -> None:
     await conn.execute("SET maintenance_work_mem = '512MB'")
     for row in indexes:
         await conn.execute(row["indexdef"])
-    print(f"  rebuilt {len(indexes)} secondary indexes of contacts in {time.perf_counter() - t0:.1f} s")
+    print(f"  rebuilt {len(indexes)} secondary indexes of contacts and contact_lists"
+          f" in {time.perf_counter() - t0:.1f} s")
     for table in ("contacts", "contact_lists", "lists", "contact_counts"):
         await conn.execute(f"VACUUM ANALYZE {table}")
 
@@ -163,7 +167,8 @@ async def time_sql(conn, case, params: dict, reps: int, warmup: int = 3) -> tupl
                 break
         if i >= warmup:
             latencies.append(time.perf_counter() - t0)
-        strategy = ("index walk" if len(statements) == 1 else
+        strategy = ("list members walk" if len(statements) == 1 and q.list_id else
+                    "index walk" if len(statements) == 1 else
                     "window" if step == 0 else "window, then by matches")
     return latencies, strategy
 
@@ -200,6 +205,18 @@ async def main() -> None:
                  "params": {"list_id": "news", "contact_list_status": "active"}},
                 {"name": "list_id (1% list)", "kind": "page", "params": {"list_id": "vip"}},
                 {"name": "list_id (oldest 30%: clustered)", "kind": "page", "params": {"list_id": "old"}},
+                {"name": f"list_id (oldest 30%), {deep:,} deep", "kind": "page",
+                 "params": {"list_id": "old", "cursor": await cursor_at(conn, deep, "old")}},
+                {"name": "list_id (oldest 30%) + active", "kind": "page",
+                 "params": {"list_id": "old", "contact_list_status": "active", "limit": "100"}},
+                {"name": "list_id + status unsubscribed (3%)", "kind": "page",
+                 "params": {"list_id": "news", "contact_list_status": "unsubscribed"}},
+                {"name": "list_id + status with no members", "kind": "page",
+                 "params": {"list_id": "old", "contact_list_status": "bounced"}},
+                {"name": "list_id (oldest 30%) + email, 11%", "kind": "substring",
+                 "params": {"list_id": "old", "email": "user1"}},
+                {"name": "list_id (30% list) + email, 20%", "kind": "substring",
+                 "params": {"list_id": "news", "email": "yahoo"}},
                 {"name": "with_contact_lists", "kind": "page", "params": {"with_contact_lists": "true"}},
                 {"name": "email substring, rare", "kind": "substring", "params": {"email": "user4242"}},
                 {"name": "email substring, 20%", "kind": "substring", "params": {"email": "yahoo"}},

@@ -32,8 +32,8 @@ async def footprint(pool, ws_id, email):
 async def with_memberships(pool, ws, email):
     await pool.execute("INSERT INTO lists (workspace_id, id, name) VALUES ($1, 'news', 'News'), ($1, 'promo', 'Promo')"
                        " ON CONFLICT DO NOTHING", ws.id)
-    await pool.execute("INSERT INTO contact_lists (workspace_id, list_id, email, status) VALUES"
-                       " ($1, 'news', $2, 'active'), ($1, 'promo', $2, 'unsubscribed')", ws.id, email)
+    await pool.execute("INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at) VALUES"
+                       " ($1, 'news', $2, 'active', now()), ($1, 'promo', $2, 'unsubscribed', now())", ws.id, email)
     await pool.execute("INSERT INTO contact_segments (workspace_id, segment_id, email) VALUES ($1, 'vip', $2)",
                        ws.id, email)
 

@@ -21,8 +21,18 @@ async def make_list(client, ws, list_id="news", **fields):
 
 async def add(pool, ws, list_id, email, status):
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO contact_lists (workspace_id, list_id, email, status) VALUES ($1, $2, $3, $4)",
+        # as the application writes it: contact_created_at from the contact (now when there is none)
+        await conn.execute("INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)"
+                           " VALUES ($1, $2, $3, $4, coalesce((SELECT created_at FROM contacts"
+                           "                                    WHERE workspace_id = $1 AND email = $3), now()))",
                            ws.id, list_id, email, status)
+
+
+async def make_contacts(pool, ws, emails, created_at=None):
+    """Bare contacts (email and times only), straight into the table: memberships need a contact."""
+    await pool.execute("INSERT INTO contacts (workspace_id, email, created_at, updated_at)"
+                       " SELECT $1, e, coalesce($3, now()), now() FROM unnest($2::text[]) e"
+                       " ON CONFLICT DO NOTHING", ws.id, list(emails), created_at)
 
 
 async def membership(pool, ws, list_id, email):
@@ -323,9 +333,9 @@ async def test_get_contacts_by_list_pages(client, ws, pool):
     emails = [f"user{i:03d}@example.com" for i in range(25)]
     async with pool.acquire() as conn:
         await conn.execute(
-            "INSERT INTO contact_lists (workspace_id, list_id, email, status)"
-            " SELECT $1, 'big', e, CASE WHEN right(split_part(e, '@', 1), 1) = '0' THEN 'bounced' ELSE 'active' END"
-            " FROM unnest($2::text[]) e", ws.id, list(reversed(emails)))
+            "INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)"
+            " SELECT $1, 'big', e, CASE WHEN right(split_part(e, '@', 1), 1) = '0' THEN 'bounced' ELSE 'active' END,"
+            " now() FROM unnest($2::text[]) e", ws.id, list(reversed(emails)))
     seen, cursor, pages = [], None, 0
     while True:
         params = {"workspace_id": ws.id, "list_id": "big", "limit": "10"}
@@ -595,6 +605,8 @@ async def test_unknown_list_ids(client, ws, pool):
 async def test_add_members(client, ws, pool):
     await make_list(client, ws, "a", name="Ay")
     await make_list(client, ws, "doi", is_double_optin=True)
+    await make_contacts(pool, ws, [f"{name}@example.com" for name in (
+        "unsubscribed", "bounced", "complained", "pending", "active", "removed", "new")])
     for status in ("unsubscribed", "bounced", "complained", "pending", "active"):
         await add(pool, ws, "a", f"{status}@example.com", status)
     await add(pool, ws, "a", "removed@example.com", "unsubscribed")
@@ -628,6 +640,7 @@ async def test_add_members(client, ws, pool):
 async def test_add_members_at_scale_is_set_based(client, ws, pool):
     await make_list(client, ws, "big")
     emails = [f"bulk{i}@example.com" for i in range(5000)]
+    await make_contacts(pool, ws, emails)
     async with pool.acquire() as conn:
         statements = []
 
@@ -644,6 +657,90 @@ async def test_add_members_at_scale_is_set_based(client, ws, pool):
     assert count == 5000
     assert len([q for q in statements if "contact_lists" in q or "events" in q]) == 1, statements
     assert len(await list_events(pool, ws)) == 5000
+
+
+# ---------------------------------------------------------------- contact_created_at on memberships
+
+async def created_at_copies(pool, ws):
+    """(list_id, email) -> (the membership's contact_created_at, its contact's created_at), removed
+    memberships included."""
+    rows = await pool.fetch("SELECT cl.list_id, cl.email, cl.contact_created_at, c.created_at FROM contact_lists cl"
+                            "  LEFT JOIN contacts c ON c.workspace_id = cl.workspace_id AND c.email = cl.email"
+                            " WHERE cl.workspace_id = $1", ws.id)
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+async def import_contacts(client, ws, contacts, list_ids):
+    r = await client.post("/api/contacts.import", headers=ws.headers,
+                          json={"workspace_id": ws.id, "contacts": contacts, "subscribe_to_lists": list_ids})
+    assert r.status_code == 200, r.text
+    assert all(op["action"] != "error" for op in r.json()["operations"]), r.text
+
+
+async def test_every_way_into_a_list_copies_the_contacts_created_at(client, ws, pool):
+    """contacts.list reads a list's members in order of the copy of created_at each membership
+    carries: every writer of a membership sets it from the contact."""
+    await make_list(client, ws, "a")
+    await make_list(client, ws, "pub", is_public=True, is_double_optin=True)
+    r = await client.post("/api/contacts.upsert", headers=ws.headers, json={
+        "workspace_id": ws.id, "contact": {"email": "known@example.com", "created_at": "2019-05-06T07:08:09.5Z"}})
+    assert r.status_code == 200
+    # lists.subscribe: a new contact with its own (historic) created_at, and an existing contact
+    assert (await subscribe(client, ws, {"email": "sub@example.com", "created_at": "2020-01-02T03:04:05.123456Z"},
+                            ["a"])).status_code == 200
+    assert (await subscribe(client, ws, {"email": "known@example.com"}, ["a"])).status_code == 200
+    # POST /subscribe: a new contact (now), and an existing one, whose created_at it may not change
+    for contact in ({"email": "fan@example.com"}, {"email": "known@example.com", "created_at": "2030-01-01T00:00:00Z"}):
+        r = await client.post("/subscribe", json={"workspace_id": ws.id, "contact": contact, "list_ids": ["pub"]})
+        assert r.status_code == 200, r.text
+    # contactLists.updateStatus only changes memberships that exist
+    r = await update_status(client, ws, "known@example.com", "pub", "active")
+    assert r.json()["found"] is True
+    r = await update_status(client, ws, "fan@example.com", "a", "active")
+    assert r.json() == {"success": True, "message": "contact not in list", "found": False}
+    # import with subscribe_to_lists: new contacts (one with a created_at), an existing contact,
+    # and a removed membership that comes back
+    r = await client.post("/api/contactLists.removeContact", headers=ws.headers,
+                          json={"workspace_id": ws.id, "email": "known@example.com", "list_id": "a"})
+    assert r.status_code == 200
+    await import_contacts(client, ws, [{"email": "imp@example.com", "created_at": "2018-02-03T04:05:06Z"},
+                                       {"email": "imp2@example.com"}, {"email": "known@example.com"}], ["a", "pub"])
+    # a removed membership whose contact moved meanwhile, brought back by lists.subscribe
+    r = await client.post("/api/contactLists.removeContact", headers=ws.headers,
+                          json={"workspace_id": ws.id, "email": "sub@example.com", "list_id": "a"})
+    assert r.status_code == 200
+    assert (await subscribe(client, ws, {"email": "sub@example.com", "created_at": "2017-01-01T00:00:00Z"},
+                            ["a"])).status_code == 200
+
+    copies = await created_at_copies(pool, ws)
+    assert set(copies) == {("a", "sub@example.com"), ("a", "known@example.com"), ("pub", "fan@example.com"),
+                           ("pub", "known@example.com"), ("a", "imp@example.com"), ("pub", "imp@example.com"),
+                           ("a", "imp2@example.com"), ("pub", "imp2@example.com"), ("pub", "sub@example.com")} - \
+        {("pub", "sub@example.com")}
+    assert all(copy == created for copy, created in copies.values()), copies
+    times = {email: format_time(copy) for (_, email), (copy, _) in copies.items()}
+    assert times["known@example.com"] == "2019-05-06T07:08:09.5Z"
+    assert times["imp@example.com"] == "2018-02-03T04:05:06Z"
+    assert times["sub@example.com"] == "2017-01-01T00:00:00Z"
+    assert await membership(pool, ws, "a", "known@example.com") == ("active", False)
+    assert await membership(pool, ws, "a", "sub@example.com") == ("active", False)
+
+
+async def test_memberships_follow_a_created_at_given_by_an_import(client, ws, pool):
+    await make_list(client, ws, "a")
+    await make_list(client, ws, "b")
+    await import_contacts(client, ws, [{"email": "x@example.com", "created_at": "2021-01-01T00:00:00Z"},
+                                       {"email": "y@example.com", "created_at": "2021-01-02T00:00:00Z"}], ["a", "b"])
+    r = await client.post("/api/contactLists.removeContact", headers=ws.headers,
+                          json={"workspace_id": ws.id, "email": "x@example.com", "list_id": "b"})
+    assert r.status_code == 200
+    # x moves to the front, with its removed membership of b; y is imported unchanged
+    await import_contacts(client, ws, [{"email": "x@example.com", "created_at": "2022-01-01T00:00:00Z"},
+                                       {"email": "y@example.com", "first_name": "Y"}], [])
+    copies = await created_at_copies(pool, ws)
+    assert len(copies) == 4 and all(copy == created for copy, created in copies.values()), copies
+    r = await client.get("/api/contacts.list", headers=ws.headers, params={"workspace_id": ws.id, "list_id": "a"})
+    assert [c["email"] for c in r.json()["contacts"]] == ["x@example.com", "y@example.com"]
 
 
 # ---------------------------------------------------------------- the model, without a database

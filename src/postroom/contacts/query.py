@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from postroom.contacts import model
+from postroom.platform.http import REPEATED_PARAM
 
 # Case-insensitive substring filters of contacts.list, in the order they are applied.
 SUBSTRING_FILTERS: tuple[str, ...] = (
@@ -132,12 +133,13 @@ class ListQuery:
         return bool(self.substrings or self.list_id or self.list_status or self.segments)
 
 
-def _first(items: list[tuple[str, str]], name: str) -> str | None:
-    """The first value of a parameter; empty counts as absent."""
-    for key, value in items:
-        if key == name:
-            return value if value else None
-    return None
+def _one(items: list[tuple[str, str]], name: str) -> str | None:
+    """The value of a single-valued parameter; empty counts as absent; given more than once is
+    an error (the rule of every endpoint: postroom.platform.http.query_param)."""
+    values = [value for key, value in items if key == name]
+    if len(values) > 1:
+        raise QueryError(REPEATED_PARAM.format(name))
+    return values[0] if values and values[0] else None
 
 
 def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
@@ -148,11 +150,11 @@ def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
     """
     substrings = []
     for name in SUBSTRING_FILTERS:
-        value = text_param(name, _first(items, name))
+        value = text_param(name, _one(items, name))
         if value is not None:
             substrings.append((name, value))
-    list_id = text_param("list_id", _first(items, "list_id"))
-    status = _first(items, "contact_list_status")
+    list_id = text_param("list_id", _one(items, "list_id"))
+    status = _one(items, "contact_list_status")
     if status is not None:
         status = status.strip().lower()
         if status not in LIST_STATUSES:
@@ -165,8 +167,8 @@ def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
                 segments.append(value)
     if len(segments) > MAX_SEGMENTS:
         raise QueryError(f"too many segments: at most {MAX_SEGMENTS}")
-    with_lists = parse_bool("with_contact_lists", _first(items, "with_contact_lists"))
-    limit = parse_limit(_first(items, "limit"))
-    raw_cursor = _first(items, "cursor")
+    with_lists = parse_bool("with_contact_lists", _one(items, "with_contact_lists"))
+    limit = parse_limit(_one(items, "limit"))
+    raw_cursor = _one(items, "cursor")
     after = decode_cursor(raw_cursor) if raw_cursor is not None else None
     return ListQuery(tuple(substrings), list_id, status, tuple(segments), with_lists, limit, after)

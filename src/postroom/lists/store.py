@@ -104,18 +104,62 @@ async def unknown_list_ids(conn, workspace_id: str, list_ids: list[str]) -> list
 
 MEMBERSHIP_COLUMNS = "email, list_id, status, created_at, updated_at"
 
+# ---------------------------------------------------------------- contact_created_at
+#
+# Every membership row carries its contact's created_at (contact_created_at), so that a list's
+# members can be read in contacts.list order from an index (contacts.store, migration 0006).
+# It is written by the statement that creates the membership, from the contact row, which that
+# statement locks FOR SHARE: a transaction changing the contact's created_at holds the row FOR
+# UPDATE and moves the contact's memberships (sync_contact_created_at) before it commits, so a
+# membership is written either before it (and moved by it) or after it (from the new value).
+# Removed memberships keep following their contact too, so a membership that comes back is
+# right as it stands. A contact's memberships go with it (contacts.store.delete).
+#
+# The contact is looked up in a subquery of its own (LATERAL, fenced by its FOR SHARE): as a
+# join, the planner may take the trigram index of migration 0005 for `email = x` (its leading
+# workspace_id makes that look cheap) or scan the workspace; by itself it is a primary-key lookup.
+_CONTACT_OF = """(SELECT c.created_at FROM contacts c
+                   WHERE c.workspace_id = $1 AND c.email = {email} FOR SHARE) c"""
+
+# The contacts' created_at copied onto every membership row of theirs where it differs. The
+# memberships are found by email (contact_lists_email; `= ANY` says how many to the planner,
+# which would otherwise scan the table), each contact by primary key.
+SYNC_CONTACT_CREATED_AT = """
+UPDATE contact_lists cl SET contact_created_at = x.created_at
+  FROM (SELECT e.email, c.created_at
+          FROM (SELECT DISTINCT unnest($2::text[]) AS email) e
+         CROSS JOIN LATERAL (SELECT c.created_at FROM contacts c
+                              WHERE c.workspace_id = $1 AND c.email = e.email OFFSET 0) c) x
+ WHERE cl.workspace_id = $1 AND cl.email = ANY($2::text[]) AND cl.email = x.email
+   AND cl.contact_created_at <> x.created_at
+"""
+
+
+async def sync_contact_created_at(conn, workspace_id: str, emails: list[str]) -> None:
+    """Copies each contact's created_at onto its memberships (removed ones included). Call it in
+    the transaction that changed the created_at of these contacts, after the change, with those
+    contacts locked (FOR UPDATE, as an UPDATE does): see contact_created_at above."""
+    if emails:
+        await conn.execute(SYNC_CONTACT_CREATED_AT, workspace_id, list(emails))
+
+
 # model.on_import, set-based: absent or removed -> active (list.subscribed); any other membership
 # is kept as it is. Rows go in key order so that concurrent imports lock them in the same order.
+# Emails without a contact get no membership.
 ADD_MEMBERS = _recorded(
     f"""
-    INSERT INTO contact_lists AS cl (workspace_id, list_id, email, status)
-    SELECT $1, l.id, e.email, '{model.ACTIVE}'
-      FROM (SELECT DISTINCT unnest($2::text[]) AS email) e
-     CROSS JOIN lists l
+    INSERT INTO contact_lists AS cl (workspace_id, list_id, email, status, contact_created_at)
+    WITH m AS MATERIALIZED (  -- each contact once, whatever the number of lists
+        SELECT e.email, c.created_at
+          FROM (SELECT DISTINCT unnest($2::text[]) AS email) e
+         CROSS JOIN LATERAL {_CONTACT_OF.format(email="e.email")})
+    SELECT $1, l.id, m.email, '{model.ACTIVE}', m.created_at
+      FROM m CROSS JOIN lists l
      WHERE l.workspace_id = $1 AND l.id = ANY($3::text[]) AND l.deleted_at IS NULL
-     ORDER BY l.id, e.email
+     ORDER BY l.id, m.email
     ON CONFLICT (workspace_id, list_id, email) DO UPDATE
-       SET status = '{model.ACTIVE}', created_at = now(), updated_at = now(), deleted_at = NULL
+       SET status = '{model.ACTIVE}', created_at = now(), updated_at = now(), deleted_at = NULL,
+           contact_created_at = EXCLUDED.contact_created_at
      WHERE cl.deleted_at IS NOT NULL
     RETURNING cl.email, cl.list_id, cl.status, cl.created_at, cl.updated_at""",
     f"""
@@ -130,9 +174,10 @@ async def add_members(conn, workspace_id: str, emails: list[str], list_ids: list
     (never, or removed); unsubscribed, bounced, complained and pending members keep their status.
     Each membership that changed gets its `list.subscribed` timeline entry and outbox event.
 
-    `emails` must be normalised already; unknown or deleted list ids are skipped (check them first
-    with unknown_list_ids). One statement whatever the number of rows; run it in the caller's
-    transaction so that the memberships commit with the contacts.
+    `emails` must be normalised already; emails without a contact and unknown or deleted list ids
+    are skipped (check the ids first with unknown_list_ids). The contacts are locked FOR SHARE.
+    One statement whatever the number of rows; run it in the caller's transaction so that the
+    memberships commit with the contacts.
     """
     if emails and list_ids:
         await conn.execute(ADD_MEMBERS, workspace_id, emails, list_ids)
@@ -229,6 +274,11 @@ async def list_stats(conn, workspace_id: str, list_id: str) -> dict[str, int]:
 
 # ---------------------------------------------------------------- one membership
 
+# The contact, locked before its memberships (FOR SHARE: it stays as it is until we commit), in
+# the order every writer of a contact and its memberships takes them (contacts.store.upsert,
+# the import): a subscription cannot hold a membership while it waits for its contact.
+LOCK_CONTACT = "SELECT true FROM contacts WHERE workspace_id = $1 AND email = $2 FOR SHARE"
+
 # Removed memberships are included: the caller treats them as "not a member".
 LOCK_MEMBERSHIP = f"""
 SELECT {MEMBERSHIP_COLUMNS}, deleted_at FROM contact_lists
@@ -250,12 +300,15 @@ _ONE = """
            {new_status} AS new_status, $6::text AS kind, w.created_at, w.updated_at, $7::text AS confirm_url
       FROM w"""
 
+# Nothing is inserted when the contact does not exist (deleted since it was written).
 INSERT_MEMBERSHIP = _recorded(f"""
-    INSERT INTO contact_lists (workspace_id, list_id, email, status) VALUES ($1, $2, $3, $8)
+    INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)
+    SELECT $1, $2, $3, $8, c.created_at FROM {_CONTACT_OF.format(email="$3")}
     ON CONFLICT (workspace_id, list_id, email) DO NOTHING
     RETURNING {MEMBERSHIP_COLUMNS}""", _ONE.format(new_status="w.status"))
 
-# A removed membership that comes back is a new membership: it starts again at now().
+# A removed membership that comes back is a new membership: it starts again at now(). Its
+# contact_created_at followed the contact all along (see above).
 SET_STATUS = _recorded(f"""
     UPDATE contact_lists
        SET status = $8, updated_at = now(),
@@ -303,8 +356,10 @@ async def subscribe(conn, workspace_id: str, email: str, lists, public: bool, li
     """Applies model.on_subscribe to the contact's membership of each list (list rows, locked by
     the caller with lists_by_ids(share=True)) and records each change. Call in a transaction.
     `link(list_id)` is awaited for the confirmation URL of a membership that becomes pending.
-    Returns the number of memberships changed."""
+    Returns the number of memberships changed (none when the contact does not exist)."""
     changed = 0
+    if not await conn.fetchval(LOCK_CONTACT, workspace_id, email):
+        return changed
     for lst in sorted(lists, key=lambda r: r["id"]):  # one lock order for every transaction
         row = await _lock(conn, workspace_id, lst["id"], email)
         for _ in range(2):
