@@ -42,12 +42,19 @@ class Batch:
     `ops[i]` is the operation of row i: `{"email", "action"}` plus `"error"` for a rejected row.
     The action of a valid row is None until the write tells whether its contact existed
     (`applied`) or the database refused it (`failed`).
+
+    Rows are validated when added (`add`), or later (`defer`, then `validate` per email): a
+    request's rows are then grouped by the email they name first, and each email's rows are
+    validated just before they are written, while the database writes another chunk.
+    The outcome is the same either way.
     """
 
     def __init__(self) -> None:
         self.ops: list[dict] = []
         # email -> [(row index, parsed contact), ...] in input order
         self.groups: dict[str, list[tuple[int, dict]]] = {}
+        # email -> [(row index, raw row), ...] not validated yet, in input order
+        self._deferred: dict[str, list[tuple[int, object]]] = {}
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -72,8 +79,47 @@ class Batch:
     def reject(self, email: str, message: str) -> None:
         self.ops.append({"email": email, "action": ERROR, "error": message})
 
+    def defer(self, raw) -> None:
+        """Records one input row, to be validated by `validate(email)` with the other rows that
+        name the same email. A row naming no email (or not an object) is refused at once."""
+        email = row_email(raw)
+        if not email:
+            self.add(raw)  # a rejection: the model says why (email missing, not a string, ...)
+            return
+        self._deferred.setdefault(email, []).append((len(self.ops), raw))
+        self.ops.append({"email": email, "action": None})
+
+    def validate(self, email: str) -> bool:
+        """Validates the deferred rows that name `email`, in input order, as `add` would have;
+        returns whether the email has valid rows (and so something to write)."""
+        rows = self._deferred.pop(email, None)
+        if rows is not None:
+            group = self.groups.get(email)
+            mixed = bool(group)
+            for index, raw in rows:
+                try:
+                    incoming = model.parse_contact_for_import(raw)
+                except model.ContactError as exc:
+                    self.ops[index]["action"] = ERROR
+                    self.ops[index]["error"] = exc.message
+                    continue
+                if group is None:
+                    group = self.groups[email] = []
+                group.append((index, incoming))  # incoming["email"] == email: row_email normalises alike
+            if mixed:
+                group.sort(key=lambda item: item[0])
+        return email in self.groups
+
+    def keys(self) -> list[str]:
+        """The distinct emails the rows name, validated or not, in order of first appearance
+        (for rows added with `add`, those of valid rows only: `emails`)."""
+        if not self._deferred:
+            return list(self.groups)
+        return list(dict.fromkeys([*self.groups, *self._deferred]))
+
     def emails(self) -> list[str]:
-        """The distinct valid emails, in order of first appearance."""
+        """The distinct valid emails, in order of first appearance (deferred rows not counted
+        until validated)."""
         return list(self.groups)
 
     def incoming(self, email: str) -> list[dict]:
@@ -118,16 +164,6 @@ def fold(existing: Mapping | None, incoming: Iterable[Mapping], now: _dt.datetim
     if row is None:
         raise ValueError("fold needs at least one row")
     return row
-
-
-_DATA = frozenset(model.DATA_FIELDS)
-
-
-def created_changes(wire: Mapping) -> dict[str, dict]:
-    """The timeline diff of a created contact, computed from its wire form (`model.to_wire`):
-    every data field that is set, as {"old": None, "new": value}. Equal to
-    `model.diff(model.EMPTY, row)` (a test holds them together), at a fraction of the cost."""
-    return {f: {"old": None, "new": v} for f, v in wire.items() if f in _DATA}
 
 
 # ---------------------------------------------------------------- CSV cells

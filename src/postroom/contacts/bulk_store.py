@@ -5,12 +5,17 @@ A chunk is written in a few round trips whatever its size (BEGIN, 1, CREATE, COP
 1. `SELECT ... FOR UPDATE` of the chunk's existing contacts, in email order (concurrent imports
    lock in the same order);
 2. in Python, each email's rows are merged into its stored contact in input order (bulk.fold,
-   i.e. model.merge), and the diff computed (model.diff): one merge rule for upsert and import;
+   i.e. model.merge), and the diff computed (model.diff): one merge rule for upsert and import.
+   A creation's timeline entry has no diff (changes NULL), as upsert's: its event carries the
+   contact (model.to_wire, encoded here; PostgreSQL parses that text into jsonb for about half
+   what building the same object from the staged columns costs it);
 3. the final rows are COPYed into a temporary table;
 4. one statement applies them: UPDATE of the locked contacts, INSERT of the new ones, and the
    timeline entries and outbox events (sent as arrays); then the workspace's contact count
-   moves by the number of new contacts (contacts.store.adjust_count) and, with subscribe lists,
-   the memberships are added (lists.store.add_members), all in the chunk's transaction.
+   moves by the number of new contacts (contacts.store.adjust_count), the list memberships of
+   contacts whose created_at changed follow it (lists.store.sync_contact_created_at) and, with
+   subscribe lists, the memberships are added (lists.store.add_members), all in the chunk's
+   transaction.
 
 A contact created by someone else between (1) and (4) makes the INSERT skip it (ON CONFLICT DO
 NOTHING, after waiting for that transaction): the statement reports fewer inserted rows than
@@ -29,6 +34,7 @@ import asyncpg
 import msgspec
 
 from postroom.contacts import bulk, model, store as contacts_store
+from postroom.lists import store as lists_store
 
 _encode = msgspec.json.Encoder().encode
 COLUMNS = ", ".join(model.FIELDS)
@@ -60,10 +66,11 @@ def _value(f: str) -> str:
 
 
 # $1 workspace; $2, $3, $4, $5: for each timeline entry and outbox event, the email, the kind, the
-# changes and the event data (JSON text). One statement: the updates of the locked contacts, the
-# inserts of the new ones and every side effect. Returns how many new contacts were inserted:
-# fewer than planned means a concurrent create, and the caller rolls back and retries.
-# (Data-modifying CTEs all run, read or not.)
+# changes (NULL for a creation) and the event data (JSON text). One statement: the updates of the
+# locked contacts, the inserts of the new ones and every side effect. Returns how many new contacts
+# were inserted: fewer than planned means a concurrent create, and the caller rolls back and retries.
+# (Data-modifying CTEs all run, read or not. The arrays are read twice rather than through a
+# materialised CTE, which would copy every event into a tuplestore, on disk beyond work_mem.)
 APPLY = f"""
 WITH updated AS (
     UPDATE contacts c SET {', '.join(f'{f} = {_value(f)}' for f in _UPDATED)}
@@ -75,14 +82,14 @@ WITH updated AS (
       FROM {STAGE} s WHERE NOT s.existed ORDER BY s.email
     ON CONFLICT (workspace_id, email) DO NOTHING
     RETURNING 1
-), effect AS MATERIALIZED (
-    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS x(email, kind, changes, event)
 ), entry AS (
     INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
-    SELECT $1, email, kind, 'contact', email, changes::jsonb FROM effect
+    SELECT $1, x.email, x.kind, 'contact', x.email, x.changes::jsonb
+      FROM unnest($2::text[], $3::text[], $4::text[]) AS x(email, kind, changes)
 ), event AS (
     INSERT INTO events (workspace_id, type, subject, data)
-    SELECT $1, kind, email, event::jsonb FROM effect
+    SELECT $1, x.kind, x.email, x.event::jsonb
+      FROM unnest($2::text[], $3::text[], $5::text[]) AS x(email, kind, event)
 )
 SELECT count(*) FROM inserted
 """
@@ -99,6 +106,7 @@ class _ConcurrentCreate(Exception):
 
 
 _JSON_AT = tuple(i for i, f in enumerate(model.FIELDS) if f in _JSON)
+CREATED, UPDATED = "contact.created", "contact.updated"
 
 
 class _Plan:
@@ -109,10 +117,14 @@ class _Plan:
         self.new = 0
         self.emails: list[str] = []
         self.kinds: list[str] = []
-        self.changes: list[str] = []
+        self.changes: list[str | None] = []
         self.events: list[str] = []
+        self.moved: list[str] = []  # existing contacts whose created_at this write changes
 
-    def add(self, row: Mapping, existed: bool, kind: str | None, changes, wire) -> None:
+    def add(self, row: Mapping, existed: bool, kind: str | None, changes: dict | None) -> None:
+        """One contact as stored after the write. A timeline entry and an event of `kind` go with
+        it unless kind is None; the entry's changes are `changes` (None for a creation: the event
+        carries the whole contact) and the event's data is {"contact": <the contact, wire form>}."""
         values = [row[f] for f in model.FIELDS]
         for i in _JSON_AT:
             if values[i] is not None:
@@ -124,26 +136,25 @@ class _Plan:
         if kind is not None:
             self.emails.append(row["email"])
             self.kinds.append(kind)
-            self.changes.append(_encode(changes).decode())
-            self.events.append(_encode({"contact": wire}).decode())
+            self.changes.append(None if changes is None else _encode(changes).decode())
+            self.events.append(_encode({"contact": model.to_wire(row)}).decode())
 
 
 def _plan(existing: Mapping[str, Mapping], groups: Mapping[str, Sequence[dict]], emails: Sequence[str],
           now: dt.datetime) -> _Plan:
-    """Each email's rows merged into its stored contact in order, with the diff and the event."""
+    """Each email's rows merged into its stored contact in order, with the diff and the event.
+    A creation's timeline entry has no diff (changes NULL): its event carries the contact."""
     plan = _Plan()
     for email in emails:
         old = existing.get(email)
         row = bulk.fold(old, groups[email], now)
         if old is None:
-            wire = model.to_wire(row)
-            plan.add(row, False, "contact.created", bulk.created_changes(wire), wire)
+            plan.add(row, False, CREATED, None)
             continue
         changes = model.diff(old, row)
-        if changes:
-            plan.add(row, True, "contact.updated", changes, model.to_wire(row))
-        else:
-            plan.add(row, True, None, None, None)
+        plan.add(row, True, UPDATED if changes else None, changes)
+        if row["created_at"] != old["created_at"]:
+            plan.moved.append(email)
     return plan
 
 
@@ -168,9 +179,9 @@ async def write_chunk(conn, workspace_id: str, groups: Mapping[str, Sequence[dic
                                        plan.events) != plan.new:
                     raise _ConcurrentCreate
                 await contacts_store.adjust_count(conn, workspace_id, plan.new)
+                if plan.moved:  # their list memberships carry a copy of created_at
+                    await lists_store.sync_contact_created_at(conn, workspace_id, plan.moved)
                 if list_ids:
-                    from postroom.lists import store as lists_store
-
                     await lists_store.add_members(conn, workspace_id, emails, list(list_ids))
             return {email: email in existing for email in emails}
         except (_ConcurrentCreate, *_RETRYABLE):
@@ -201,27 +212,55 @@ async def _write(conn, workspace_id: str, batch: bulk.Batch, emails: Sequence[st
         batch.applied(email, was)
 
 
+_VALIDATE_SLICE = 250  # emails validated between two turns of the event loop
+
+
+async def _validated(batch: bulk.Batch, emails: Sequence[str]) -> list[str]:
+    """The emails of a chunk whose rows are valid, after validating their deferred rows
+    (bulk.Batch.defer). Other requests get the event loop now and then."""
+    out = []
+    for i, email in enumerate(emails, 1):
+        if batch.validate(email):
+            out.append(email)
+        if i % _VALIDATE_SLICE == 0:
+            await asyncio.sleep(0)
+    return out
+
+
 async def write_batch(pool, workspace_id: str, batch: bulk.Batch, list_ids: Sequence[str] = (),
                       chunk_size: int = 2000, concurrency: int = 2) -> None:
     """Writes every valid row of `batch` in chunks of `chunk_size` contacts, each its own
     transaction, and sets each row's operation (create / update, or error when the database
     refused that contact). The rows of one email always fall in one chunk, so chunks touch
     disjoint contacts and up to `concurrency` of them are written at once, each on a connection
-    of `pool`: one is planned in Python while PostgreSQL applies another.
+    of `pool`.
+
+    Rows the batch deferred (bulk.Batch.defer) are validated chunk by chunk ahead of the writers,
+    up to `concurrency` chunks ahead: Python validates the next chunks while PostgreSQL applies
+    the current ones, instead of the two taking turns.
 
     An error that is not about a row's data (an outage, say) propagates once the chunks in flight
     have stopped: the chunks committed before it stay committed, the rest are not written.
     """
-    pending = iter(bulk.chunks(batch.emails(), chunk_size))
+    writers = max(1, concurrency)
+    ready: asyncio.Queue = asyncio.Queue(maxsize=writers)  # validated chunks; None: no more
 
-    async def worker():
+    async def validate_ahead():
+        for emails in bulk.chunks(batch.keys(), chunk_size):
+            emails = await _validated(batch, emails)
+            if emails:
+                await ready.put(emails)
+        for _ in range(writers):
+            await ready.put(None)
+
+    async def writer():
         async with pool.acquire() as conn:
-            for emails in pending:
+            while (emails := await ready.get()) is not None:
                 await _write(conn, workspace_id, batch, emails, list_ids)
 
-    tasks = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+    tasks = [asyncio.create_task(validate_ahead())] + [asyncio.create_task(writer()) for _ in range(writers)]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
         for task in tasks:
             task.cancel()
