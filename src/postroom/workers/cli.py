@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def cmd_worker(args, settings) -> None:
-    from postroom.cli import database, install_stop_handlers, with_conn
+    from postroom.cli import database, install_stop_handlers, settle_memory, with_conn
     from postroom.platform.migrations import migrate
 
     install_stop_handlers()  # a signal during start-up still unwinds (and stops an embedded server)
@@ -31,6 +31,7 @@ def cmd_worker(args, settings) -> None:
         applied = asyncio.run(with_conn(dsn, migrate))
         if applied:
             print(f"applied migrations: {', '.join(applied)}", file=sys.stderr)
+        settle_memory()
         asyncio.run(run(dsn, settings))
         install_stop_handlers()  # asyncio restored the defaults: keep unwinding cleanly to the end
 
