@@ -61,6 +61,8 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if workers:
+                await background.close(state)
             if owned:
                 await state.pool.close()
                 state.pool = None

@@ -56,7 +56,8 @@ class Pool(asyncpg.Pool):
         return super().acquire(timeout=timeout)
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, timeout: float = 5.0) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, timeout: float = 5.0,
+                      server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
     """`timeout` bounds both opening a connection and waiting for a busy pool (see Pool).
 
     During an outage requests fail fast: connections the server closed are noticed by asyncpg
@@ -75,5 +76,6 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, timeou
         record_class=asyncpg.Record,
         acquire_timeout=timeout,
         timeout=timeout,
+        server_settings=server_settings,
         command_timeout=60,
     )

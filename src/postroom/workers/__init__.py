@@ -10,23 +10,47 @@ from __future__ import annotations
 import asyncio
 
 
+# The loops' statements run against queue tables whose size swings by orders of magnitude within
+# seconds (an import's burst of deliveries) while their statistics lag behind autovacuum. A plan
+# cached for a prepared statement while a table was nearly empty (a scan of the whole table, a
+# probe through the wrong index) would be kept as the table grows: measured, claims went from
+# 2 ms to over 100 ms and deliveries fell behind. So their sessions plan every execution afresh;
+# planning costs a fraction of a millisecond, and the API's own sessions are unaffected.
+SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+POOL_MAX = 6  # the dispatcher, the wake-up listener, the delivery loop, with room for a pass of each
+
+
 async def start(state) -> list[asyncio.Task]:
-    """Starts every worker loop on the app's pool; returns their tasks.
+    """Starts every worker loop on a pool of the loops' own (`state.worker_pool`, opened here from
+    `state.dsn`); returns their tasks. `close` (or `stop`) closes that pool.
 
     They stop gracefully when `state.workers_stop` (an asyncio.Event, created here when absent)
     is set: no new work is claimed, attempts in flight finish and are recorded. Cancelling the
     tasks stops them at once; what was in flight is then retried by any worker after its lease.
     """
+    from postroom.platform import db
     from postroom.webhooks import delivery as webhooks
 
     stop = getattr(state, "workers_stop", None)
     if stop is None:
         stop = state.workers_stop = asyncio.Event()
-    return [*webhooks.start(state.pool, state.settings, stop)]
+    if getattr(state, "worker_pool", None) is None:
+        state.worker_pool = await db.create_pool(state.dsn, min_size=1, max_size=POOL_MAX,
+                                                 timeout=state.settings.db_timeout,
+                                                 server_settings=SESSION_SETTINGS)
+    return [*webhooks.start(state.worker_pool, state.settings, stop)]
+
+
+async def close(state) -> None:
+    """Closes the loops' pool (after their tasks ended)."""
+    pool, state.worker_pool = getattr(state, "worker_pool", None), None
+    if pool is not None:
+        await pool.close()
 
 
 async def stop(state, tasks: list[asyncio.Task], timeout: float) -> None:
-    """Asks the loops to stop, waits up to `timeout` seconds, then cancels what is left."""
+    """Asks the loops to stop, waits up to `timeout` seconds, then cancels what is left; closes
+    their pool."""
     stop_event = getattr(state, "workers_stop", None)
     if stop_event is not None:
         stop_event.set()
@@ -35,3 +59,4 @@ async def stop(state, tasks: list[asyncio.Task], timeout: float) -> None:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    await close(state)

@@ -13,6 +13,8 @@ import signal
 import sys
 from types import SimpleNamespace
 
+import uvloop
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -32,13 +34,14 @@ def cmd_worker(args, settings) -> None:
         if applied:
             print(f"applied migrations: {', '.join(applied)}", file=sys.stderr)
         settle_memory()
-        asyncio.run(run(dsn, settings))
+        # uvloop, as `serve` runs on: a worker's time goes to sockets (deliveries and the database)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run(dsn, settings))
         install_stop_handlers()  # asyncio restored the defaults: keep unwinding cleanly to the end
 
 
 async def run(dsn: str, settings) -> None:
     from postroom import workers
-    from postroom.platform import db
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -51,8 +54,7 @@ async def run(dsn: str, settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    pool = await db.create_pool(dsn, min_size=1, max_size=max(settings.pool_max, 4), timeout=settings.db_timeout)
-    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn, workers_stop=stop)
+    state = SimpleNamespace(settings=settings, dsn=dsn, workers_stop=stop)
     try:
         tasks = await workers.start(state)
         print(f"postroom worker: running {', '.join(t.get_name() for t in tasks)}", file=sys.stderr, flush=True)
@@ -70,5 +72,5 @@ async def run(dsn: str, settings) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await pool.close()
+        await workers.close(state)
     print("postroom worker: stopped", file=sys.stderr, flush=True)
