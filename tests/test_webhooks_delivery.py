@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from postroom.contacts import store as contacts_store
 from postroom.events import store as events_store
 from postroom.platform import db
-from postroom.webhooks import delivery, model
+from postroom.webhooks import delivery, model, store as webhooks_store
 
 API = "/api/webhookSubscriptions."
 WAIT = 30.0  # bound of every wait for something to happen (never a speed assertion)
@@ -639,3 +639,46 @@ async def test_list_subscription_through_the_lists_api(client, ws, pool, setting
     assert by_type["contact.created"]["data"]["contact"]["email"] == "s@example.com"
     assert by_type["list.subscribed"]["data"] == {"email": "s@example.com", "list_id": "news", "list_name": "News",
                                                   "status": "active", "previous_status": None}
+
+
+async def test_queue_statistics_are_refreshed_as_the_queue_doubles(pool):
+    """The dispatcher ANALYZEs the outbox and the queue when the deliveries it created reach the
+    queue's estimated size (and a minimum); below that it leaves them to autovacuum."""
+
+    async def analyzes() -> int:
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            return await conn.fetchval(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'webhook_deliveries'")
+
+    refresh = delivery.StatsRefresh(minimum=3)
+    before = await analyzes()
+    assert await refresh.note(pool, 2) is False
+    assert await refresh.note(pool, 1) is True
+    for _ in range(50):  # the statistics counters are published within a second
+        if await analyzes() > before:
+            break
+        await asyncio.sleep(0.05)
+    assert await analyzes() == before + 1
+    async with pool.acquire() as conn:
+        size = await conn.fetchval(webhooks_store.QUEUE_SIZE)
+    # the next refresh waits for as many new deliveries as the queue holds now (at least the minimum)
+    assert refresh.threshold == max(3, size) and refresh.created == 0
+
+
+async def test_worker_loops_plan_every_statement_afresh_on_a_pool_of_their_own(dsn, settings, pool):
+    from types import SimpleNamespace
+
+    from postroom import workers
+
+    state = SimpleNamespace(settings=settings, dsn=dsn, pool=pool)
+    tasks = await workers.start(state)
+    try:
+        assert state.worker_pool is not pool
+        async with state.worker_pool.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        async with pool.acquire() as conn:  # the API's sessions keep PostgreSQL's default
+            assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await workers.stop(state, tasks, timeout=5.0)
+    assert state.worker_pool is None
