@@ -385,3 +385,18 @@ async def run_tasks(work, items: list, concurrency: int) -> Figures:
     t0 = clock()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return Figures(len(items), clock() - t0, latencies)
+
+
+# ---------------------------------------------------------------- running a bench
+
+def run_main(coro, interrupted: str = "interrupted; the server was stopped and the bench database dropped") -> None:
+    """Runs a bench's main coroutine on uvloop (the server's loop); Ctrl-C ends it with status 130
+    once its clean-up (server stopped, database dropped) has run."""
+    import uvloop
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(coro)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)

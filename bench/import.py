@@ -270,11 +270,4 @@ if __name__ == "__main__":
     args = p.parse_args()
     if args.rows < 1 or args.batch < 1:
         p.error("--rows and --batch must be positive")
-    import uvloop
-
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main(args))
-    except KeyboardInterrupt:
-        print("interrupted; the bench database was dropped", file=sys.stderr)
-        sys.exit(130)
+    bench.run_main(main(args))

@@ -315,11 +315,4 @@ if __name__ == "__main__":
     args = p.parse_args()
     if args.seconds <= 0 or args.clients < 1 or args.contacts < 1 or args.warmup < 0:
         p.error("--seconds, --clients and --contacts must be positive, --warmup not negative")
-    import uvloop
-
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the server was stopped and the bench database dropped", file=sys.stderr)
-        sys.exit(130)
+    bench.run_main(main(args))

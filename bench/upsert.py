@@ -255,11 +255,4 @@ if __name__ == "__main__":
     args = p.parse_args()
     if args.count < 1 or args.concurrency < 1:
         p.error("--count and --concurrency must be positive")
-    import uvloop
-
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the server was stopped and the bench database dropped", file=sys.stderr)
-        sys.exit(130)
+    bench.run_main(main(args))
