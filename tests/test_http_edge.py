@@ -2,12 +2,15 @@
 
 import time
 
+import asyncpg
+import httpx
 import jwt
 import pytest
 
 from helpers import assert_json_error
 
 from postroom.auth import model as auth_model
+from postroom.platform.http import Edge
 
 UPSERT = "/api/contacts.upsert"
 
@@ -172,3 +175,26 @@ async def test_user_token_needs_live_session(client, settings, pool, ws):
     tok = auth_model.issue_token(settings.key_bytes, user_id, "user", "6f1c3a1e-0000-4000-8000-0000000000ff")
     r = await client.post(UPSERT, json=body(ws.id), headers={"Authorization": f"Bearer {tok}"})
     assert_json_error(r, 401, "Invalid token: session expired or signed out")
+
+
+@pytest.mark.parametrize("error, status, message", [
+    # the connection is gone: an outage, answered 503 so that clients retry
+    (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+     503, "database unavailable"),
+    (ConnectionResetError("reset by peer"), 503, "database unavailable"),
+    # the driver refused a value we sent: our bug, not an outage, so 500 and a logged traceback
+    (asyncpg.exceptions.DataError("invalid input for query argument $1"), 500, "internal server error"),
+    (RuntimeError("a bug"), 500, "internal server error"),
+])
+async def test_edge_tells_outages_from_bugs(error, status, message, caplog):
+    async def fails(scope, receive, send):
+        raise error
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=Edge(fails, state=None)),
+                                 base_url="http://postroom.test") as c:
+        r = await c.get("/anything")
+    assert r.status_code == status and r.json() == {"error": message}
+    assert ("Retry-After" in r.headers) == (status == 503)
+    assert "Traceback" not in r.text
+    logged = [rec for rec in caplog.records if rec.name == "postroom.http"]
+    assert len(logged) == 1 and bool(logged[0].exc_info) == (status == 500)

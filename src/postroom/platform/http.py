@@ -224,6 +224,11 @@ DB_UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
 )
+# Client-side errors of the driver that are ours to fix, not an outage: a value the driver could
+# not encode (DataError), a connection used by two tasks at once. They are 500s with a traceback.
+NOT_AN_OUTAGE = (asyncpg.exceptions.DataError,)
+# Outage classes that can also come from a bug: logged with their traceback.
+_AMBIGUOUS = (asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError)
 
 
 class Edge:
@@ -264,14 +269,16 @@ class Edge:
         except ApiError as exc:
             if not started:
                 await error_response(exc.status, exc.message, exc.headers)(scope, receive, send_with_cors)
-        except DB_UNAVAILABLE as exc:
-            # one line per request, no traceback: during an outage every request lands here
-            log.warning("database unavailable for %s %s: %s: %s", scope["method"], scope["path"],
-                        type(exc).__name__, exc)
-            if not started:
-                await error_response(503, "database unavailable", {"Retry-After": "1"})(
-                    scope, receive, send_with_cors)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if not started:
-                await error_response(500, "internal server error")(scope, receive, send_with_cors)
+        except Exception as exc:
+            if isinstance(exc, DB_UNAVAILABLE) and not isinstance(exc, NOT_AN_OUTAGE):
+                # one line per request, a traceback only where a bug could hide: during an
+                # outage every request lands here
+                log.warning("database unavailable for %s %s: %s: %s", scope["method"], scope["path"],
+                            type(exc).__name__, exc, exc_info=isinstance(exc, _AMBIGUOUS))
+                if not started:
+                    await error_response(503, "database unavailable", {"Retry-After": "1"})(
+                        scope, receive, send_with_cors)
+            else:
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                if not started:
+                    await error_response(500, "internal server error")(scope, receive, send_with_cors)
