@@ -54,8 +54,10 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -
         if owned:
             state.pool = await db.create_pool(dsn, min_size=settings.pool_min, max_size=settings.pool_max,
                                               timeout=settings.db_timeout)
-        tasks = await background.start(state) if workers else []
+        tasks = []
         try:
+            if workers:
+                tasks = await background.start(state)
             yield
         finally:
             for task in tasks:

@@ -287,21 +287,23 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
 
 class StatsRefresh:
     """When to refresh the queue tables' planner statistics (see store.ANALYZE_QUEUE): once the
-    deliveries this dispatcher created since the last refresh reach the queue's size then (the
-    table has about doubled), and at least `minimum` of them. Logarithmic in the table's growth:
-    a handful of refreshes from empty to millions of rows, none in a steady state."""
+    rows this dispatcher added since the last refresh (deliveries created, and events dispatched,
+    which also happens without subscriptions) reach the queue's size then (the table has about
+    doubled), and at least `minimum` of them. Logarithmic in the tables' growth: a handful of
+    refreshes from empty to millions of rows, none in a steady state. A refresh that failed is
+    tried again on the next pass."""
 
     def __init__(self, minimum: int = 5000) -> None:
         self.minimum = minimum
         self.threshold = minimum
         self.created = 0
 
-    async def note(self, pool, deliveries: int) -> bool:
-        self.created += deliveries
+    async def note(self, pool, rows: int) -> bool:
+        self.created += rows
         if self.created < self.threshold:
             return False
-        self.created = 0
         size = await store.analyze_queue_tables(pool)
+        self.created = 0
         self.threshold = max(self.minimum, size)
         return True
 
@@ -314,7 +316,7 @@ async def run_dispatcher(pool, settings, stop: asyncio.Event, prune_every: float
         try:
             events, deliveries = await dispatch_once(pool, settings)
             busy = events > 0
-            await stats.note(pool, deliveries)
+            await stats.note(pool, max(events, deliveries))
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + prune_every
                 pruned = await prune_once(pool, settings)

@@ -13,8 +13,6 @@ import signal
 import sys
 from types import SimpleNamespace
 
-import uvloop
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -24,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def cmd_worker(args, settings) -> None:
-    from postroom.cli import database, install_stop_handlers, settle_memory, with_conn
+    from postroom.cli import database, install_stop_handlers, with_conn
     from postroom.platform.migrations import migrate
 
     install_stop_handlers()  # a signal during start-up still unwinds (and stops an embedded server)
@@ -33,7 +31,8 @@ def cmd_worker(args, settings) -> None:
         applied = asyncio.run(with_conn(dsn, migrate))
         if applied:
             print(f"applied migrations: {', '.join(applied)}", file=sys.stderr)
-        settle_memory()
+        import uvloop
+
         # uvloop, as `serve` runs on: a worker's time goes to sockets (deliveries and the database)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(run(dsn, settings))
@@ -57,6 +56,9 @@ async def run(dsn: str, settings) -> None:
     state = SimpleNamespace(settings=settings, dsn=dsn, workers_stop=stop)
     try:
         tasks = await workers.start(state)
+        from postroom.cli import settle_memory
+
+        settle_memory()  # now that the loops' modules are loaded
         print(f"postroom worker: running {', '.join(t.get_name() for t in tasks)}", file=sys.stderr, flush=True)
         await stop.wait()
         print("postroom worker: stopping", file=sys.stderr, flush=True)

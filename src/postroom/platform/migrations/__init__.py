@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 
@@ -12,15 +13,17 @@ _LOCK_ID = 0x706F7374726F6F6D  # "postroom"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def available() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) of every migration shipped with the package, in order."""
+@functools.cache
+def available() -> tuple[tuple[int, str, str], ...]:
+    """(version, file name, SQL) of every migration shipped with the package, in order. Read once
+    per process: they are part of the installed package (GET /readyz asks on every probe)."""
     found = []
     for entry in resources.files(__package__).iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text()))
     found.sort()
-    return found
+    return tuple(found)
 
 
 async def pending(conn: asyncpg.Connection) -> list[str]:
