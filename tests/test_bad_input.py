@@ -965,6 +965,21 @@ async def test_segments_is_a_list_parameter(client, seeded):
         assert r.status_code == 200 and r.json() == {"contacts": []}, r.text
 
 
+@pytest.mark.parametrize("key", ["segments", "segments[]"])
+async def test_segments_bad_values(client, seeded, key):
+    base = [("workspace_id", seeded.id)]
+    r = await client.get("/api/contacts.list", headers=seeded.ws.headers,
+                         params=base + [(key, f"s{i}") for i in range(101)])
+    assert_json_error(r, 400, "too many segments: at most 100")
+    # repeats of one segment count once
+    r = await client.get("/api/contacts.list", headers=seeded.ws.headers,
+                         params=base + [(key, f"s{i % 100}") for i in range(150)])
+    assert r.status_code == 200, r.text
+    r = await client.get("/api/contacts.list", headers=seeded.ws.headers,
+                         params=base + [(key, "s1"), (key, "s\x002")])
+    assert_json_error(r, 400, "invalid segments: contains a NUL character")
+
+
 @pytest.mark.parametrize("path, name", list(param_cases()))
 async def test_nul_in_query_parameter(client, pool, seeded, path, name):
     params = params_of(path, seeded)

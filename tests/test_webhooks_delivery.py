@@ -655,11 +655,11 @@ async def test_queue_statistics_are_refreshed_as_the_queue_doubles(pool):
     before = await analyzes()
     assert await refresh.note(pool, 2) is False
     assert await refresh.note(pool, 1) is True
-    for _ in range(50):  # the statistics counters are published within a second
+    for _ in range(200):  # the statistics counters are published within a second or so
         if await analyzes() > before:
             break
         await asyncio.sleep(0.05)
-    assert await analyzes() == before + 1
+    assert await analyzes() >= before + 1  # (autovacuum may have analyzed it too meanwhile)
     async with pool.acquire() as conn:
         size = await conn.fetchval(webhooks_store.QUEUE_SIZE)
     # the next refresh waits for as many new deliveries as the queue holds now (at least the minimum)
