@@ -95,6 +95,8 @@ async def test_every_row_bad_writes_nothing(client, ws, pool):
      "subscribe_to_lists must be an array of list ids"),
     ({"contacts": [{"email": "a@example.com"}], "subscribe_to_lists": [1]},
      "subscribe_to_lists must be an array of list ids"),
+    ({"contacts": [{"email": "a@example.com"}], "subscribe_to_lists": [f"l{i}" for i in range(101)]},
+     "subscribe_to_lists must have at most 100 items"),
 ])
 async def test_request_errors_change_nothing(client, ws, pool, body, message):
     r = await client.post(IMPORT, headers=ws.headers, json={"workspace_id": ws.id, **body})
@@ -107,6 +109,16 @@ async def test_unknown_lists_are_named_and_nothing_is_written(client, ws, pool):
     r = await run_import(client, ws, [{"email": "a@example.com"}],
                          subscribe_to_lists=["news", "ghost", "nope", "ghost"])
     assert_json_error(r, 400, "list not found: ghost, nope")
+    for table in ("contacts", "contact_lists", "contact_timeline", "events"):
+        assert await count(pool, table, ws.id) == 0
+
+
+async def test_impossible_list_ids_are_unknown_in_request_order(client, ws, pool):
+    await make_list(pool, ws.id, "news")
+    long_id = "x" * 200
+    r = await run_import(client, ws, [{"email": "a@example.com"}],
+                         subscribe_to_lists=["bad-id", "news", "ghost", long_id])
+    assert_json_error(r, 400, f"list not found: bad-id, ghost, {'x' * 64}")
     for table in ("contacts", "contact_lists", "contact_timeline", "events"):
         assert await count(pool, table, ws.id) == 0
 

@@ -14,12 +14,16 @@ _YIELD_EVERY = 2000  # rows grouped between two turns of the event loop
 
 
 def list_ids_from(value) -> list[str]:
-    """subscribe_to_lists: absent or null means none; otherwise an array of list ids (deduplicated)."""
+    """subscribe_to_lists: absent or null means none; otherwise an array of list ids (deduplicated),
+    at most as many as a subscribe takes."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError(400, "subscribe_to_lists must be an array of list ids")
-    return list(dict.fromkeys(value))
+    ids = list(dict.fromkeys(value))
+    if len(ids) > lists_model.MAX_LIST_IDS:
+        raise ApiError(400, f"subscribe_to_lists must have at most {lists_model.MAX_LIST_IDS} items")
+    return ids
 
 
 async def import_contacts(call: Call):
@@ -35,7 +39,8 @@ async def import_contacts(call: Call):
         possible = [i for i in list_ids if lists_model.LIST_ID.fullmatch(i)]
         async with call.pool.acquire() as conn:
             missing = set(await lists_store.unknown_list_ids(conn, call.workspace_id, possible)) if possible else set()
-        unknown = [i for i in list_ids if i in missing or not lists_model.LIST_ID.fullmatch(i)]
+        missing.update(set(list_ids).difference(possible))
+        unknown = [i[:64] for i in list_ids if i in missing]  # in the request's order, each shown briefly
         if unknown:
             raise ApiError(400, f"list not found: {', '.join(unknown)}")
     batch = await import_rows(call.pool, call.workspace_id, contacts, list_ids)

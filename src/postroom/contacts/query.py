@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from postroom.contacts import model
+from postroom.lists import model as lists_model
 from postroom.platform.http import REPEATED_PARAM
 
 # Case-insensitive substring filters of contacts.list, in the order they are applied.
@@ -21,7 +22,8 @@ SUBSTRING_FILTERS: tuple[str, ...] = (
     "email", "external_id", "first_name", "last_name", "full_name", "phone", "country", "language")
 
 # Membership statuses a contact_list_status filter may name (the contact_lists CHECK constraint).
-LIST_STATUSES: tuple[str, ...] = ("active", "pending", "unsubscribed", "bounced", "complained")
+# every membership status: the filter's values, and the runs a page of a list's members merges
+LIST_STATUSES: tuple[str, ...] = lists_model.STATUSES
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
