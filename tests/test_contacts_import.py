@@ -490,3 +490,28 @@ def test_json_line():
     with pytest.raises(model.ContactError) as exc:
         bulk.parse_json_line(b"not json")
     assert exc.value.message.startswith("invalid JSON line: ")
+
+
+async def test_imports_refresh_the_statistics_of_the_tables_they_fill(client, ws, pool, monkeypatch):
+    """A new installation's first imports are planned on fresh statistics, not on those of empty
+    tables (platform.db.GrowthStats): the writers note every chunk they apply."""
+    from postroom.platform import db
+
+    growth = db.GrowthStats(("contacts",), minimum=3)
+    monkeypatch.setattr(bulk_store, "GROWTH", growth)
+
+    async def analyzes() -> int:
+        await pool.execute("SELECT pg_stat_clear_snapshot()")
+        return await pool.fetchval("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'contacts'")
+
+    before = await analyzes()
+    r = await run_import(client, ws, [{"email": "g1@example.com"}, {"email": "g2@example.com"}])
+    assert r.status_code == 200 and growth._running is None and growth.added == 2
+    r = await run_import(client, ws, [{"email": f"g{i}@example.com"} for i in range(3, 6)])
+    assert r.status_code == 200 and growth._running is not None
+    await growth._running
+    for _ in range(200):
+        if await analyzes() > before:
+            break
+        await asyncio.sleep(0.05)
+    assert await analyzes() >= before + 1

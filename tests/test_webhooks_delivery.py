@@ -641,9 +641,10 @@ async def test_list_subscription_through_the_lists_api(client, ws, pool, setting
                                                   "status": "active", "previous_status": None}
 
 
-async def test_queue_statistics_are_refreshed_as_the_queue_doubles(pool):
-    """The dispatcher ANALYZEs the outbox and the queue when the deliveries it created reach the
-    queue's estimated size (and a minimum); below that it leaves them to autovacuum."""
+async def test_statistics_of_bulk_filled_tables_are_refreshed_as_they_double(pool):
+    """GrowthStats (the dispatcher's for the outbox and the queue, the import's for contacts)
+    ANALYZEs its tables in the background once the rows noted reach their size (and a minimum);
+    below that it leaves them to autovacuum, and one refresh runs at a time."""
 
     async def analyzes() -> int:
         async with pool.acquire() as conn:
@@ -651,19 +652,20 @@ async def test_queue_statistics_are_refreshed_as_the_queue_doubles(pool):
             return await conn.fetchval(
                 "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'webhook_deliveries'")
 
-    refresh = delivery.StatsRefresh(minimum=3)
+    growth = db.GrowthStats(webhooks_store.QUEUE_TABLES, minimum=3)
     before = await analyzes()
-    assert await refresh.note(pool, 2) is False
-    assert await refresh.note(pool, 1) is True
+    assert growth.note(pool, 2) is None
+    refresh = growth.note(pool, 1)
+    assert refresh is not None and growth.note(pool, 100) is None  # one at a time
+    await refresh
     for _ in range(200):  # the statistics counters are published within a second or so
         if await analyzes() > before:
             break
         await asyncio.sleep(0.05)
     assert await analyzes() >= before + 1  # (autovacuum may have analyzed it too meanwhile)
-    async with pool.acquire() as conn:
-        size = await conn.fetchval(webhooks_store.QUEUE_SIZE)
-    # the next refresh waits for as many new deliveries as the queue holds now (at least the minimum)
-    assert refresh.threshold == max(3, size) and refresh.created == 0
+    size = await pool.fetchval(db.TABLES_SIZE, list(webhooks_store.QUEUE_TABLES))
+    # the next refresh waits for as many new rows as the largest table holds now (at least the minimum)
+    assert growth.threshold == max(3, size)
 
 
 async def test_worker_loops_plan_every_statement_afresh_on_a_pool_of_their_own(dsn, settings, pool):

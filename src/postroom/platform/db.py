@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import asyncpg
 import msgspec
+
+log = logging.getLogger("postroom.db")
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -79,3 +84,51 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, timeou
         server_settings=server_settings,
         command_timeout=60,
     )
+
+
+# ---------------------------------------------------------------- statistics of tables filled in bulk
+
+TABLES_SIZE = "SELECT coalesce(max(greatest(reltuples, 0)), 0)::bigint FROM pg_class WHERE oid = ANY($1::regclass[])"
+
+
+class GrowthStats:
+    """Planner statistics of tables that a process fills in bulk, refreshed as they grow.
+
+    Autovacuum analyzes a changed table a minute or more later; until then a table filled from
+    empty is planned as if it were empty. Measured: after an import of 20,000 contacts, the first
+    page of contacts.list sorted the whole workspace (43 ms) instead of reading 20 index entries,
+    and a delivery claim probed through the wrong index (2 ms -> 50 ms as the queue grew).
+
+    Call `note(pool, n)` after writing n rows: once the rows noted since the last refresh reach
+    the tables' size at that refresh (so they have about doubled), and at least `minimum`, an
+    ANALYZE of the tables starts in the background (one at a time; a table autovacuum holds is
+    skipped). Logarithmic in the growth: a handful of refreshes from empty to millions of rows,
+    none in a steady state. A failed refresh is tried again on the next note.
+    """
+
+    def __init__(self, tables: tuple[str, ...], minimum: int = 5000) -> None:
+        self.tables = tables
+        self.minimum = minimum
+        self.threshold = minimum
+        self.added = 0
+        self._running: asyncio.Task | None = None
+
+    def note(self, pool, rows: int) -> asyncio.Task | None:
+        """Counts `rows`; returns the refresh task when this call started one."""
+        self.added += rows
+        if self.added < self.threshold or (self._running is not None and not self._running.done()):
+            return None
+        self.added = 0
+        self._running = asyncio.create_task(self._refresh(pool))
+        return self._running
+
+    async def _refresh(self, pool) -> None:
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(f"ANALYZE (SKIP_LOCKED) {', '.join(self.tables)}")
+                size = await conn.fetchval(TABLES_SIZE, list(self.tables))
+            self.threshold = max(self.minimum, int(size))
+        except Exception as exc:  # a refresh is an optimisation: say so and try again later
+            log.warning("refreshing the statistics of %s failed: %s: %s", ", ".join(self.tables),
+                        type(exc).__name__, exc)
+            self.added = self.threshold

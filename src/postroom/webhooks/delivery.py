@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpcore
 
-from postroom.platform import secrets as sealed_secrets
+from postroom.platform import db, secrets as sealed_secrets
 from postroom.webhooks import model, store
 
 log = logging.getLogger("postroom.webhooks")
@@ -285,38 +285,17 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
             await event.wait()
 
 
-class StatsRefresh:
-    """When to refresh the queue tables' planner statistics (see store.ANALYZE_QUEUE): once the
-    rows this dispatcher added since the last refresh (deliveries created, and events dispatched,
-    which also happens without subscriptions) reach the queue's size then (the table has about
-    doubled), and at least `minimum` of them. Logarithmic in the tables' growth: a handful of
-    refreshes from empty to millions of rows, none in a steady state. A refresh that failed is
-    tried again on the next pass."""
-
-    def __init__(self, minimum: int = 5000) -> None:
-        self.minimum = minimum
-        self.threshold = minimum
-        self.created = 0
-
-    async def note(self, pool, rows: int) -> bool:
-        self.created += rows
-        if self.created < self.threshold:
-            return False
-        size = await store.analyze_queue_tables(pool)
-        self.created = 0
-        self.threshold = max(self.minimum, size)
-        return True
-
-
 async def run_dispatcher(pool, settings, stop: asyncio.Event, prune_every: float = 3600.0) -> None:
     next_prune = time.monotonic()
-    stats = StatsRefresh()
+    # the outbox and the queue grow from nothing to thousands of rows in seconds (see GrowthStats);
+    # dispatched events count too: the outbox grows without subscriptions
+    stats = db.GrowthStats(store.QUEUE_TABLES)
     while not stop.is_set():
         busy = False
         try:
             events, deliveries = await dispatch_once(pool, settings)
             busy = events > 0
-            await stats.note(pool, max(events, deliveries))
+            stats.note(pool, max(events, deliveries))
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + prune_every
                 pruned = await prune_once(pool, settings)

@@ -341,19 +341,5 @@ async def prune(pool, retention_days: float, batch: int = 5000) -> int:
 
 # ---------------------------------------------------------------- planner statistics
 
-# The outbox and the delivery queue can grow from nothing to many thousands of rows in seconds,
-# long before autovacuum's next look (up to a minute, then only past its thresholds). Planned on
-# the statistics of a near-empty table, the claim probes the subject order through the wrong
-# index and slows down with every row (measured: 2 ms -> 50 ms a claim at 20,000 rows, and
-# deliveries fell behind writes). The dispatcher, which knows how fast they grow, refreshes
-# them whenever they have doubled (store.analyze_queue_tables, from delivery.run_dispatcher).
-ANALYZE_QUEUE = "ANALYZE (SKIP_LOCKED) events, webhook_deliveries"
-QUEUE_SIZE = "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'webhook_deliveries'::regclass"
-
-
-async def analyze_queue_tables(pool) -> int:
-    """ANALYZE the outbox and the queue (skipped for a table autovacuum holds right now);
-    returns the queue's row count as the statistics now estimate it."""
-    async with pool.acquire() as conn:
-        await conn.execute(ANALYZE_QUEUE)
-        return int(await conn.fetchval(QUEUE_SIZE) or 0)
+# The tables the dispatcher fills, whose statistics it keeps fresh (platform.db.GrowthStats).
+QUEUE_TABLES = ("events", "webhook_deliveries")
