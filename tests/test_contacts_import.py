@@ -7,7 +7,7 @@ import secrets
 import pytest
 from helpers import assert_json_error
 
-from postroom.contacts import bulk, bulk_store, imports, model
+from postroom.contacts import bulk, bulk_store, imports, model, store as contacts_store
 
 IMPORT = "/api/contacts.import"
 UTC = dt.timezone.utc
@@ -498,7 +498,7 @@ async def test_imports_refresh_the_statistics_of_the_tables_they_fill(client, ws
     from postroom.platform import db
 
     growth = db.GrowthStats(("contacts",), minimum=3)
-    monkeypatch.setattr(bulk_store, "GROWTH", growth)
+    monkeypatch.setattr(contacts_store, "GROWTH", growth)
 
     async def analyzes() -> int:
         await pool.execute("SELECT pg_stat_clear_snapshot()")

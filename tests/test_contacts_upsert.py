@@ -224,3 +224,16 @@ async def test_workspaces_are_separate(client, ws, new_workspace, pool):
     r = await upsert(client, other, {"email": "same@example.com", "first_name": "Theirs"})
     assert r.json()["action"] == "created"
     assert (await stored(pool, ws.id, "same@example.com"))["first_name"] == "Mine"
+
+
+async def test_creations_count_towards_the_statistics_refresh(client, ws, monkeypatch):
+    """Each contact an upsert creates is noted for platform.db.GrowthStats; updates are not."""
+    from postroom.contacts import store as contacts_store
+    from postroom.platform import db
+
+    growth = db.GrowthStats(("contacts",), minimum=1000)
+    monkeypatch.setattr(contacts_store, "GROWTH", growth)
+    assert (await upsert(client, ws, {"email": "grow1@example.com"})).json()["action"] == "created"
+    assert (await upsert(client, ws, {"email": "grow1@example.com", "first_name": "G"})).json()["action"] == "updated"
+    assert (await upsert(client, ws, {"email": "grow2@example.com"})).json()["action"] == "created"
+    assert growth.added == 2

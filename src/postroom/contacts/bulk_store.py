@@ -35,7 +35,6 @@ import msgspec
 
 from postroom.contacts import bulk, model, store as contacts_store
 from postroom.lists import store as lists_store
-from postroom.platform import db
 
 _encode = msgspec.json.Encoder().encode
 COLUMNS = ", ".join(model.FIELDS)
@@ -228,11 +227,6 @@ async def _validated(batch: bulk.Batch, emails: Sequence[str]) -> list[str]:
     return out
 
 
-# Imports fill these from empty on a new installation: their statistics are refreshed as they
-# grow (platform.db.GrowthStats), one tracker per process.
-GROWTH = db.GrowthStats(("contacts", "contact_lists", "contact_timeline", "events"))
-
-
 async def write_batch(pool, workspace_id: str, batch: bulk.Batch, list_ids: Sequence[str] = (),
                       chunk_size: int = 2000, concurrency: int = 2) -> None:
     """Writes every valid row of `batch` in chunks of `chunk_size` contacts, each its own
@@ -263,7 +257,7 @@ async def write_batch(pool, workspace_id: str, batch: bulk.Batch, list_ids: Sequ
         async with pool.acquire() as conn:
             while (emails := await ready.get()) is not None:
                 await _write(conn, workspace_id, batch, emails, list_ids)
-                GROWTH.note(pool, len(emails))
+                contacts_store.GROWTH.note(pool, len(emails))
 
     tasks = [asyncio.create_task(validate_ahead())] + [asyncio.create_task(writer()) for _ in range(writers)]
     try:

@@ -6,6 +6,7 @@ import datetime as dt
 import random
 
 from postroom.contacts import model, query
+from postroom.platform import db
 from postroom.timeline import store as timeline
 
 COLUMNS = ", ".join(model.FIELDS)
@@ -55,6 +56,11 @@ UPDATE_IF_VERSION_RECORDED = timeline.with_record(UPDATE_IF_VERSION, _P + 1)
 
 OPTIMISTIC_ATTEMPTS = 3
 
+# The tables a contact's creation grows, their statistics refreshed as they double (see
+# platform.db.GrowthStats): a new installation filled by upserts or imports is not planned as
+# empty until autovacuum looks. One tracker per process, fed by upsert and by imports (bulk_store).
+GROWTH = db.GrowthStats(("contacts", "contact_lists", "contact_timeline", "events"))
+
 
 async def upsert(pool, workspace_id: str, incoming: dict) -> tuple[str, dict]:
     """Creates or merges one contact atomically; returns ("created" | "updated", stored row).
@@ -74,6 +80,7 @@ async def upsert(pool, workspace_id: str, incoming: dict) -> tuple[str, dict]:
                 if await conn.fetchval(CREATE, workspace_id, *_values(new),
                                        "contact.created", "contact", None, event):
                     await _maybe_fold_count(conn, workspace_id)
+                    GROWTH.note(pool, 1)
                     return "created", new
                 continue  # created meanwhile by someone else: merge into theirs
             old = dict(current)
