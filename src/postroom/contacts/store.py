@@ -376,7 +376,7 @@ _SET_ORDER = "c.created_at + interval '0' DESC, c.email"
 # collecting and sorting every member). The page's contacts are then read by primary key.
 # Cost: at most five runs of `take` entries, plus limit + 1 contacts, at any depth.
 _MEMBER_AFTER_SQL = " AND cl.contact_created_at <= {0} AND (cl.contact_created_at < {0} OR cl.email > {1})"
-_MEMBER_RUN = """(SELECT cl.email, cl.contact_created_at FROM contact_lists cl
+_MEMBER_RUN = """(SELECT cl.workspace_id, cl.email, cl.contact_created_at FROM contact_lists cl
       WHERE cl.workspace_id = {ws} AND cl.list_id = {list_id} AND cl.status = {status}
         AND cl.deleted_at IS NULL{after}
       ORDER BY cl.contact_created_at DESC, cl.email LIMIT {take})"""
@@ -385,9 +385,13 @@ _MEMBER_ORDER = "m.contact_created_at DESC, m.email"
 # (OFFSET 0), so it plans it as the single-row lookup it is: as a join, the planner may count on
 # the lookups of many members sharing pages and look each one up through the trigram index of
 # migration 0005 (its leading workspace_id makes `email = x` look cheap there: measured ~20 ms a
-# member at 200,000 contacts, against ~0.02 ms by primary key).
+# member at 200,000 contacts, against ~0.02 ms by primary key). The workspace comes from the
+# membership, not as a constant: a workspace its statistics barely know (a new one) looks nearly
+# empty, and the planner would pick any index that leads with workspace_id (see
+# bulk_store.SELECT_FOR_UPDATE).
 _MEMBER_CONTACT = """CROSS JOIN LATERAL (
-    SELECT c.workspace_id, {columns} FROM contacts c WHERE c.workspace_id = {ws} AND c.email = m.email OFFSET 0
+    SELECT c.workspace_id, {columns} FROM contacts c
+     WHERE c.workspace_id = m.workspace_id AND c.email = m.email OFFSET 0
 ) c"""
 _MEMBER_PAGE = """SELECT {columns} FROM (
     {runs}
@@ -444,7 +448,7 @@ def _member_statement(workspace_id: str, q: "query.ListQuery", window: int | Non
         for status in statuses)
     cond.parts.append(_LIST_LIVE_SQL.format(list_id, ws))
     _filters(cond, workspace_id, q, lists=False)
-    contact = _MEMBER_CONTACT.format(columns=_C_COLUMNS, ws=ws)
+    contact = _MEMBER_CONTACT.format(columns=_C_COLUMNS)
     if window is None:
         sql = _MEMBER_PAGE.format(columns=_C_COLUMNS, runs=runs, contact=contact, where=cond.sql(),
                                   order=_MEMBER_ORDER, limit=fetch)

@@ -118,18 +118,22 @@ MEMBERSHIP_COLUMNS = "email, list_id, status, created_at, updated_at"
 # The contact is looked up in a subquery of its own (LATERAL, fenced by its FOR SHARE): as a
 # join, the planner may take the trigram index of migration 0005 for `email = x` (its leading
 # workspace_id makes that look cheap) or scan the workspace; by itself it is a primary-key lookup.
+# For many contacts, the workspace too comes from the outer list rather than as a constant
+# (EMAILS_OF): a workspace its statistics barely know (a new one) would look nearly empty, and
+# the planner would scan it, or an index that does not lead with the email, for every lookup.
 _CONTACT_OF = """(SELECT c.created_at FROM contacts c
-                   WHERE c.workspace_id = $1 AND c.email = {email} FOR SHARE) c"""
+                   WHERE c.workspace_id = {workspace} AND c.email = {email} FOR SHARE) c"""
+EMAILS_OF = "(SELECT DISTINCT $1::text AS workspace_id, unnest($2::text[]) AS email OFFSET 0) e"
 
 # The contacts' created_at copied onto every membership row of theirs where it differs. The
 # memberships are found by email (contact_lists_email; `= ANY` says how many to the planner,
 # which would otherwise scan the table), each contact by primary key.
-SYNC_CONTACT_CREATED_AT = """
+SYNC_CONTACT_CREATED_AT = f"""
 UPDATE contact_lists cl SET contact_created_at = x.created_at
   FROM (SELECT e.email, c.created_at
-          FROM (SELECT DISTINCT unnest($2::text[]) AS email) e
+          FROM {EMAILS_OF}
          CROSS JOIN LATERAL (SELECT c.created_at FROM contacts c
-                              WHERE c.workspace_id = $1 AND c.email = e.email OFFSET 0) c) x
+                              WHERE c.workspace_id = e.workspace_id AND c.email = e.email OFFSET 0) c) x
  WHERE cl.workspace_id = $1 AND cl.email = ANY($2::text[]) AND cl.email = x.email
    AND cl.contact_created_at <> x.created_at
 """
@@ -151,8 +155,8 @@ ADD_MEMBERS = _recorded(
     INSERT INTO contact_lists AS cl (workspace_id, list_id, email, status, contact_created_at)
     WITH m AS MATERIALIZED (  -- each contact once, whatever the number of lists
         SELECT e.email, c.created_at
-          FROM (SELECT DISTINCT unnest($2::text[]) AS email) e
-         CROSS JOIN LATERAL {_CONTACT_OF.format(email="e.email")})
+          FROM {EMAILS_OF}
+         CROSS JOIN LATERAL {_CONTACT_OF.format(workspace="e.workspace_id", email="e.email")})
     SELECT $1, l.id, m.email, '{model.ACTIVE}', m.created_at
       FROM m CROSS JOIN lists l
      WHERE l.workspace_id = $1 AND l.id = ANY($3::text[]) AND l.deleted_at IS NULL
@@ -303,7 +307,7 @@ _ONE = """
 # Nothing is inserted when the contact does not exist (deleted since it was written).
 INSERT_MEMBERSHIP = _recorded(f"""
     INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)
-    SELECT $1, $2, $3, $8, c.created_at FROM {_CONTACT_OF.format(email="$3")}
+    SELECT $1, $2, $3, $8, c.created_at FROM {_CONTACT_OF.format(workspace="$1", email="$3")}
     ON CONFLICT (workspace_id, list_id, email) DO NOTHING
     RETURNING {MEMBERSHIP_COLUMNS}""", _ONE.format(new_status="w.status"))
 
