@@ -198,3 +198,23 @@ async def test_edge_tells_outages_from_bugs(error, status, message, caplog):
     assert "Traceback" not in r.text
     logged = [rec for rec in caplog.records if rec.name == "postroom.http"]
     assert len(logged) == 1 and bool(logged[0].exc_info) == (status == 500)
+
+
+async def test_an_outage_is_logged_once_a_second_with_a_count(caplog):
+    from postroom.platform import http
+
+    clock = [1000.0]
+
+    async def fails(scope, receive, send):
+        raise ConnectionRefusedError("refused")
+
+    edge = Edge(fails, state=None)
+    edge.clock = lambda: clock[0]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=edge), base_url="http://postroom.test") as c:
+        for _ in range(5):
+            assert (await c.get("/api/contacts.count")).status_code == 503
+        clock[0] += http.OUTAGE_LOG_EVERY
+        assert (await c.get("/api/contacts.count")).status_code == 503
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "postroom.http"]
+    assert len(lines) == 2
+    assert "more since" not in lines[0] and lines[1].endswith("(4 more since the last line)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -229,6 +230,7 @@ DB_UNAVAILABLE = (
 NOT_AN_OUTAGE = (asyncpg.exceptions.DataError,)
 # Outage classes that can also come from a bug: logged with their traceback.
 _AMBIGUOUS = (asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError)
+OUTAGE_LOG_EVERY = 1.0  # seconds: during an outage, one warning per interval, with a count of the rest
 
 
 class Edge:
@@ -244,6 +246,22 @@ class Edge:
             (b"access-control-allow-headers",
              b"Accept, Content-Type, Content-Length, Accept-Encoding, Authorization"),
         ]
+        self._outage_quiet_until = 0.0
+        self._outage_unlogged = 0
+        self.clock = time.monotonic
+
+    def _log_outage(self, scope, exc: BaseException) -> None:
+        """During an outage every request fails the same way: one line per OUTAGE_LOG_EVERY, the
+        next one saying how many went unlogged meanwhile."""
+        now = self.clock()
+        if now < self._outage_quiet_until:
+            self._outage_unlogged += 1
+            return
+        more, self._outage_unlogged = self._outage_unlogged, 0
+        self._outage_quiet_until = now + OUTAGE_LOG_EVERY
+        log.warning("database unavailable for %s %s: %s: %s%s", scope["method"], scope["path"],
+                    type(exc).__name__, exc, f" ({more} more since the last line)" if more else "",
+                    exc_info=isinstance(exc, _AMBIGUOUS))
 
     async def __call__(self, scope, receive, send) -> None:
         scope["app"] = self
@@ -271,10 +289,7 @@ class Edge:
                 await error_response(exc.status, exc.message, exc.headers)(scope, receive, send_with_cors)
         except Exception as exc:
             if isinstance(exc, DB_UNAVAILABLE) and not isinstance(exc, NOT_AN_OUTAGE):
-                # one line per request, a traceback only where a bug could hide: during an
-                # outage every request lands here
-                log.warning("database unavailable for %s %s: %s: %s", scope["method"], scope["path"],
-                            type(exc).__name__, exc, exc_info=isinstance(exc, _AMBIGUOUS))
+                self._log_outage(scope, exc)  # a traceback only where a bug could hide
                 if not started:
                     await error_response(503, "database unavailable", {"Retry-After": "1"})(
                         scope, receive, send_with_cors)
