@@ -260,10 +260,14 @@ async def write_batch(pool, workspace_id: str, batch: bulk.Batch, list_ids: Sequ
             await ready.put(None)
 
     async def writer():
+        # a connection only once there is a chunk to write (none at all when every row was invalid)
+        if (emails := await ready.get()) is None:
+            return
         async with pool.acquire() as conn:
-            while (emails := await ready.get()) is not None:
+            while emails is not None:
                 await _write(conn, workspace_id, batch, emails, list_ids)
                 contacts_store.GROWTH.note(pool, len(emails))
+                emails = await ready.get()
 
     tasks = [asyncio.create_task(validate_ahead())] + [asyncio.create_task(writer()) for _ in range(writers)]
     try:
