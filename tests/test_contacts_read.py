@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import re
 
 import pytest
 from helpers import assert_json_error
@@ -389,6 +390,18 @@ async def test_like_wildcards_match_literally(client, ws):
     assert await emails(email="r_s") == ["under_score@example.com"]
     assert await emails(last_name="k\\s") == ["underxscore@example.com"]
     assert await emails(last_name="\\") == ["underxscore@example.com"]
+
+
+async def test_trigram_indexes_cannot_serve_an_email_equality(pool):
+    """pg_trgm answers equality too: an index on the bare email column would be a candidate for
+    every lookup of one contact (migration 0007). Each trigram index is on an expression."""
+    defs = [r["indexdef"] for r in await pool.fetch(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'contacts' AND indexdef LIKE '%gin_trgm_ops%'")]
+    if not defs:
+        pytest.skip("this PostgreSQL has no pg_trgm/btree_gin: substring filters are not indexed")
+    assert any("lower(email)" in d for d in defs), defs
+    for d in defs:
+        assert re.search(r"\(workspace_id, lower\(\w+\) gin_trgm_ops\)", d), d
 
 
 async def test_list_id_and_status_filters(client, pool, ws):

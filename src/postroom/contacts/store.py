@@ -323,7 +323,9 @@ class Conditions:
 # lower-cased the same way in Python and compared as is; other fields keep their case and are
 # compared through lower() on both sides (what ILIKE does, but about twice as fast). These are
 # the expressions the trigram indexes of migration 0005 are built on.
-_SUBSTRING_SQL = {"email": "c.email LIKE {0}"} | {
+# email through lower() too, although it is stored lower-case: its trigram index is on that
+# expression so that it can never serve an equality on the column (migration 0007).
+_SUBSTRING_SQL = {"email": "lower(c.email) LIKE {0}"} | {
     f: f"lower(c.{f}) LIKE lower({{0}})" for f in ("external_id", "first_name", "last_name",
                                                    "full_name", "phone", "country", "language")}
 assert set(_SUBSTRING_SQL) == set(query.SUBSTRING_FILTERS)
