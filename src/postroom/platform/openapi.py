@@ -21,7 +21,8 @@ from starlette.responses import Response
 from postroom.contacts import model as contact_model, query
 from postroom.lists import api as lists_api, model as lists_model
 from postroom.platform import jsonenc
-from postroom.platform.http import Call, Endpoint
+from postroom.platform.config import DEFAULT_MAX_BODY
+from postroom.platform.http import WORKSPACE_ID, Call, Endpoint
 from postroom.timeline import api as timeline_api
 from postroom.webhooks import model as webhooks_model
 
@@ -110,7 +111,7 @@ def _contact_schemas() -> dict:
 # ---------------------------------------------------------------- the other shapes
 
 _LIST_ID = {"type": "string", "pattern": f"^{lists_model.LIST_ID.pattern}$"}
-_WORKSPACE_ID = {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$",
+_WORKSPACE_ID = {"type": "string", "pattern": WORKSPACE_ID.pattern,
                  "description": "1-32 characters of a-z, 0-9, _ and -"}
 _STATUS = {"type": "string", "enum": list(lists_model.STATUSES)}
 _EVENT_TYPE = {"type": "string", "enum": list(webhooks_model.EVENT_TYPES)}
@@ -184,8 +185,10 @@ _ERRORS = {
     405: ("MethodNotAllowed", "A method the path does not serve (any operation's other methods): "
                               "{\"error\": \"Method not allowed\"} with Allow."),
     409: ("Conflict", "The resource already exists."),
-    413: ("PayloadTooLarge", "The request body is over the configured limit (default 10 MiB)."),
-    429: ("TooManyRequests", "Rate limited: 10 attempts a minute per email, 50 per client address."),
+    413: ("PayloadTooLarge", "The request body is over the configured limit (POSTROOM_MAX_BODY_BYTES, "
+                             f"default {DEFAULT_MAX_BODY // (1024 * 1024)} MiB)."),
+    429: ("TooManyRequests", f"Rate limited: {lists_model.EMAIL_LIMIT} attempts per email and "
+                             f"{lists_model.IP_LIMIT} per client address every {lists_model.RATE_WINDOW} s."),
     503: ("ServiceUnavailable", "The database is unavailable: {\"error\": \"database unavailable\"}; retry."),
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "required": True,
