@@ -51,7 +51,6 @@ async def get_by_external_id(call: Call):
     external_id = (call.param("external_id") or "").strip()  # stored trimmed, like every string field
     if not external_id:
         raise ApiError(400, "Missing external ID")
-    query_or_400(query.text_param, "external_id", external_id)
     contact = await store.get_by_external_id(call.pool, call.workspace_id, external_id)
     if contact is None:
         raise ApiError(404, "Contact not found")

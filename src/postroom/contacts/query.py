@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from postroom.contacts import model
 from postroom.lists import model as lists_model
-from postroom.platform.http import REPEATED_PARAM
+from postroom.platform.http import single_value
 
 # Case-insensitive substring filters of contacts.list, in the order they are applied.
 SUBSTRING_FILTERS: tuple[str, ...] = (
@@ -136,12 +136,10 @@ class ListQuery:
 
 
 def _one(items: list[tuple[str, str]], name: str) -> str | None:
-    """The value of a single-valued parameter; empty counts as absent; given more than once is
-    an error (the rule of every endpoint: postroom.platform.http.query_param)."""
-    values = [value for key, value in items if key == name]
-    if len(values) > 1:
-        raise QueryError(REPEATED_PARAM.format(name))
-    return values[0] if values and values[0] else None
+    """The value of a single-valued parameter, by the rule of every endpoint
+    (postroom.platform.http.query_param): empty counts as absent, given more than once or with
+    a NUL character is an error."""
+    return single_value(name, [value for key, value in items if key == name], QueryError)
 
 
 def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
@@ -152,10 +150,10 @@ def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
     """
     substrings = []
     for name in SUBSTRING_FILTERS:
-        value = text_param(name, _one(items, name))
+        value = _one(items, name)
         if value is not None:
             substrings.append((name, value))
-    list_id = text_param("list_id", _one(items, "list_id"))
+    list_id = _one(items, "list_id")
     status = _one(items, "contact_list_status")
     if status is not None:
         status = status.strip().lower()

@@ -83,14 +83,20 @@ def query_param(query, name: str) -> str | None:
     parameters itself (contacts.query) with the same rule and REPEATED_PARAM, and reads its one
     list parameter (segments) with every value.
     """
-    values = query.getlist(name)
+    return single_value(name, query.getlist(name))
+
+
+def single_value(name: str, values: list[str], error: Callable[[str], Exception] | None = None) -> str | None:
+    """The rule of query_param over the values given for `name`, in order; a refusal is raised as
+    error(message), a 400 ApiError by default (contacts.query raises its own QueryError)."""
     if not values:
         return None
+    fail = error or (lambda message: ApiError(400, message))
     if len(values) > 1:
-        raise ApiError(400, REPEATED_PARAM.format(name))
+        raise fail(REPEATED_PARAM.format(name))
     value = values[0]
     if "\x00" in value:
-        raise ApiError(400, f"invalid {name}: contains a NUL character")
+        raise fail(f"invalid {name}: contains a NUL character")
     return value or None
 
 

@@ -64,7 +64,6 @@ async def list_timeline(call: Call):
     if not email:
         raise ApiError(400, "email is required")
     try:
-        query.text_param("email", email)
         limit = query.parse_limit(call.param("limit"), default=DEFAULT_LIMIT)
         before = _before(call.param("cursor"))
     except query.QueryError as exc:
