@@ -6,6 +6,7 @@ and dropped afterwards); without it the embedded PostgreSQL is started in a temp
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import tempfile
@@ -63,6 +64,27 @@ async def dsn(server_url):
     await conn.close()
     try:
         yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@dataclasses.dataclass
+class EmptyDatabase:
+    url: str
+    name: str
+    admin: asyncpg.Connection  # on the server's maintenance database, e.g. to drop this one mid-test
+
+
+@pytest.fixture
+async def empty_db(server_url):
+    """A database of the test's own, not migrated (what a new installation starts from); dropped
+    at the end."""
+    name = f"postroom_empty_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield EmptyDatabase(_with_database(server_url, name), name, admin)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -8,31 +8,16 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import asyncpg
 import httpx
-import pytest
 
-from conftest import SECRET, _with_database
+from conftest import SECRET
 
 
 def run(args, env, timeout=60):
     return subprocess.run([sys.executable, "-m", "postroom.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
-
-
-@pytest.fixture
-async def empty_db(server_url):
-    """A database of its own, not migrated: what a new installation starts from."""
-    name = f"postroom_cli_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def env_for(url):
@@ -42,7 +27,7 @@ def env_for(url):
 
 
 async def test_migrate_workspace_and_apikey(empty_db):
-    env = env_for(empty_db)
+    env = env_for(empty_db.url)
     out = run(["migrate"], env)
     assert out.returncode == 0, out.stderr
     assert "0001_foundation.sql" in out.stdout
@@ -61,7 +46,7 @@ async def test_migrate_workspace_and_apikey(empty_db):
     token = out.stdout.strip()
     assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token)   # only the token on stdout
 
-    conn = await asyncpg.connect(empty_db)
+    conn = await asyncpg.connect(empty_db.url)
     try:
         perms = await conn.fetchval("SELECT permissions::text FROM user_workspaces WHERE workspace_id = 'acme'")
     finally:
@@ -96,7 +81,7 @@ def free_port():
 
 
 async def test_serve_first_start_prints_a_working_key_once(empty_db):
-    env = env_for(empty_db)
+    env = env_for(empty_db.url)
     port = free_port()
     args = [sys.executable, "-m", "postroom.cli", "serve", "--no-workers", "--port", str(port)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

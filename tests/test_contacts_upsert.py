@@ -1,7 +1,6 @@
 """POST /api/contacts.upsert end to end: the seed, validation, merge, timestamps, concurrency, side effects."""
 
 import asyncio
-import copy
 import json
 import re
 from pathlib import Path

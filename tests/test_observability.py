@@ -8,15 +8,12 @@ import datetime as dt
 import json
 import re
 import secrets
-import uuid
 
-import asyncpg
 import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import _with_database
 from helpers import assert_json_error
 from postroom.app import create_app
 from postroom.platform import db, observability
@@ -70,19 +67,6 @@ async def other_app(settings, pool):
     yield make
     for c in made:
         await c.aclose()
-
-
-@pytest.fixture
-async def scratch_db(server_url):
-    """A database of the test's own, not migrated; dropped at the end."""
-    name = f"postroom_obs_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(server_url, name), admin, name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 # ---------------------------------------------------------------- the access log
@@ -251,8 +235,8 @@ async def test_readyz_and_healthz_when_ready(client):
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-async def test_readyz_503_while_migrations_are_pending(scratch_db, settings):
-    url, _, _ = scratch_db
+async def test_readyz_503_while_migrations_are_pending(empty_db, settings):
+    url = empty_db.url
     pool = await db.create_pool(url, min_size=1, max_size=2)
     try:
         app = create_app(settings, url, pool=pool)
@@ -277,8 +261,8 @@ async def test_readyz_503_while_migrations_are_pending(scratch_db, settings):
         await pool.close()
 
 
-async def test_readyz_503_when_the_database_is_gone_while_healthz_stays_200(scratch_db, settings):
-    url, admin, name = scratch_db
+async def test_readyz_503_when_the_database_is_gone_while_healthz_stays_200(empty_db, settings):
+    url, admin, name = empty_db.url, empty_db.admin, empty_db.name
     pool = await db.create_pool(url, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:
