@@ -6,7 +6,8 @@ import time
 
 from postroom.auth import model, store
 from postroom.auth.model import AuthError, Membership, Principal
-from postroom.platform.http import ApiError, Call, Endpoint
+from postroom.platform.http import Call, Endpoint
+from postroom.platform.errors import RuleError
 
 # Verified tokens and memberships are remembered briefly: an API client sends the same token with
 # every request, and the lookups would otherwise cost a JWT verification and a database round trip
@@ -42,7 +43,7 @@ def _caches(state) -> tuple[_TtlCache, _TtlCache]:
 
 
 def _raise(exc: AuthError):
-    raise ApiError(exc.status, exc.message) from None
+    raise RuleError(exc.message, exc.status) from None
 
 
 async def authenticate(request, state) -> Principal:
@@ -55,7 +56,7 @@ async def authenticate(request, state) -> Principal:
             if principal.type == "user":
                 async with state.pool.acquire() as conn:
                     if not await store.session_valid(conn, principal.session_id, principal.user_id):
-                        raise ApiError(401, "Invalid token: session expired or signed out")
+                        raise RuleError("Invalid token: session expired or signed out", 401)
             # never past the token's own expiry: exp is checked by decode_token, and the TTL is short
             tokens.put(token, principal, MEMBERSHIP_TTL)
     except AuthError as exc:
@@ -72,11 +73,11 @@ async def authorize(state, principal: Principal, workspace_id: str, resource: st
         async with state.pool.acquire() as conn:
             membership = await store.membership(conn, workspace_id, principal.user_id)
         if membership is None:
-            raise ApiError(403, "user is not a member of the workspace")
+            raise RuleError("user is not a member of the workspace", 403)
         memberships.put(key, membership, MEMBERSHIP_TTL)
     denied = model.permission_error(membership, resource, write)
     if denied:
-        raise ApiError(403, denied)
+        raise RuleError(denied, 403)
     return membership
 
 

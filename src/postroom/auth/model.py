@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import jwt
 
+from postroom.platform.errors import RuleError
+
 RESOURCES = (
     "contacts", "lists", "templates", "broadcasts", "transactional",
     "workspace", "message_history", "webhooks",
@@ -19,11 +21,11 @@ SESSION_TTL = 30 * 24 * 3600
 ROOT_SIGNIN_SKEW = 60
 
 
-class AuthError(Exception):
+class AuthError(RuleError):
+    """A token, membership or permission refused: 401 or 403 (status first, as the edge's order reads)."""
+
     def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
 
 
 @dataclass(frozen=True)

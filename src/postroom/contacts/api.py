@@ -3,57 +3,44 @@
 from __future__ import annotations
 
 from postroom.contacts import model, query, store
-from postroom.platform.http import ApiError, Call, Endpoint
-
-
-def parse_or_400(parse, raw):
-    try:
-        return parse(raw)
-    except model.ContactError as exc:
-        raise ApiError(400, exc.message) from None
+from postroom.platform.http import Call, Endpoint
+from postroom.platform.errors import RuleError
 
 
 async def upsert(call: Call):
     if call.body.get("contact") is None:
-        raise ApiError(400, "contact field is required")
-    incoming = parse_or_400(model.parse_contact, call.body["contact"])
+        raise RuleError("contact field is required")
+    incoming = model.parse_contact(call.body["contact"])
     action, row = await store.upsert(call.pool, call.workspace_id, incoming)
     contact = model.to_wire(row)
     return {"email": contact["email"], "action": action, "contact": contact, "error": None}
 
 
-def query_or_400(parse, *args):
-    try:
-        return parse(*args)
-    except query.QueryError as exc:
-        raise ApiError(400, exc.message) from None
-
-
 def _email_param(raw, missing: str) -> str:
     """An email naming an existing contact, normalised like stored emails; missing/blank -> 400."""
     if raw is not None and not isinstance(raw, str):
-        raise ApiError(400, "email must be a string")
+        raise RuleError("email must be a string")
     email = model.normalize_email(raw) if raw else ""
     if not email:
-        raise ApiError(400, missing)
-    return query_or_400(query.text_param, "email", email)
+        raise RuleError(missing)
+    return query.text_param("email", email)
 
 
 async def get_by_email(call: Call):
     email = _email_param(call.param("email"), "Missing email")
     contact = await store.get_by_email(call.pool, call.workspace_id, email)
     if contact is None:
-        raise ApiError(404, "Contact not found")
+        raise RuleError("Contact not found", 404)
     return {"contact": contact}
 
 
 async def get_by_external_id(call: Call):
     external_id = (call.param("external_id") or "").strip()  # stored trimmed, like every string field
     if not external_id:
-        raise ApiError(400, "Missing external ID")
+        raise RuleError("Missing external ID")
     contact = await store.get_by_external_id(call.pool, call.workspace_id, external_id)
     if contact is None:
-        raise ApiError(404, "Contact not found")
+        raise RuleError("Contact not found", 404)
     return {"contact": contact}
 
 
@@ -62,7 +49,7 @@ async def count(call: Call):
 
 
 async def list_contacts(call: Call):
-    q = query_or_400(query.parse_list_query, call.query.multi_items())
+    q = query.parse_list_query(call.query.multi_items())
     contacts, next_cursor = await store.list_contacts(call.pool, call.workspace_id, q)
     out = {"contacts": contacts}
     if next_cursor is not None:
@@ -73,7 +60,7 @@ async def list_contacts(call: Call):
 async def delete(call: Call):
     email = _email_param(call.body.get("email"), "email is required")
     if await store.delete(call.pool, call.workspace_id, email) is None:
-        raise ApiError(404, "Contact not found")
+        raise RuleError("Contact not found", 404)
     return {"success": True}
 
 

@@ -6,7 +6,8 @@ import asyncio
 
 from postroom.contacts import bulk, bulk_store
 from postroom.lists import model as lists_model, store as lists_store
-from postroom.platform.http import ApiError, Call, Endpoint
+from postroom.platform.http import Call, Endpoint
+from postroom.platform.errors import RuleError
 
 CHUNK_SIZE = 2000   # contacts per transaction
 CONCURRENCY = 2     # chunks of one request written at once (one validated and planned while another is applied)
@@ -19,19 +20,19 @@ def list_ids_from(value) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(400, "subscribe_to_lists must be an array of list ids")
+        raise RuleError("subscribe_to_lists must be an array of list ids")
     ids = list(dict.fromkeys(value))
     if len(ids) > lists_model.MAX_LIST_IDS:
-        raise ApiError(400, f"subscribe_to_lists must have at most {lists_model.MAX_LIST_IDS} items")
+        raise RuleError(f"subscribe_to_lists must have at most {lists_model.MAX_LIST_IDS} items")
     return ids
 
 
 async def import_contacts(call: Call):
     contacts = call.body.get("contacts")
     if not isinstance(contacts, list):
-        raise ApiError(400, "contacts must be an array")
+        raise RuleError("contacts must be an array")
     if not contacts:
-        raise ApiError(400, "contacts array is empty")
+        raise RuleError("contacts array is empty")
     list_ids = list_ids_from(call.body.get("subscribe_to_lists"))
     if list_ids:
         # an id that cannot be a list id (lists.model.LIST_ID; a NUL, which PostgreSQL text cannot
@@ -42,7 +43,7 @@ async def import_contacts(call: Call):
         missing.update(set(list_ids).difference(possible))
         unknown = [i[:64] for i in list_ids if i in missing]  # in the request's order, each shown briefly
         if unknown:
-            raise ApiError(400, f"list not found: {', '.join(unknown)}")
+            raise RuleError(f"list not found: {', '.join(unknown)}")
     batch = await import_rows(call.pool, call.workspace_id, contacts, list_ids)
     return {"operations": batch.ops}
 

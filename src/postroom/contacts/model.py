@@ -17,6 +17,9 @@ from types import MappingProxyType
 import email_validator as _ev
 import msgspec
 
+from postroom.platform import times
+from postroom.platform.errors import RuleError
+
 _encode = msgspec.json.Encoder().encode
 
 # ---------------------------------------------------------------- the field table
@@ -86,12 +89,8 @@ EMPTY: Mapping[str, None] = MappingProxyType(dict.fromkeys(FIELDS))
 
 # ---------------------------------------------------------------- errors and type names
 
-class ContactError(ValueError):
-    """A contact the contract rejects; `.message` is the whole user-facing string."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+class ContactError(RuleError):
+    """A contact the contract rejects (400); `.message` is the whole user-facing string."""
 
 
 def _err(detail: str) -> ContactError:
@@ -214,12 +213,8 @@ def _parse_integer(field: str, value, limit):
 
 # ---------------------------------------------------------------- times
 
-UTC = _dt.timezone.utc
-# RFC 3339 date-time (section 5.6); T and Z may be lower-case. ASCII digits only.
-_TIME_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))")
-_OFFSETS: dict[tuple[str, str, str], _dt.timezone] = {}
+UTC = times.UTC
+format_time = times.format_time
 
 
 def _time_error(field: str, value: str, reason: str) -> ContactError:
@@ -227,72 +222,12 @@ def _time_error(field: str, value: str, reason: str) -> ContactError:
 
 
 def parse_time(value: str, field: str) -> _dt.datetime:
-    """An RFC 3339 timestamp (offsets allowed) as an aware datetime in UTC.
-
-    Whitespace around the value is trimmed, like every string of a contact. More than six
-    fraction digits are rounded to the microsecond (PostgreSQL's precision).
-    """
-    s = value.strip()
-    m = _TIME_RE.fullmatch(s)
-    if m is None:
-        raise _time_error(field, s, "expected RFC 3339 date-time such as 2023-05-15T14:30:00Z")
-    year, month, day, hour, minute, second, frac, sign, oh, om = m.groups()
-    if sign is not None and (int(oh) > 23 or int(om) > 59):  # fromisoformat lets +01:60 pass
-        raise _time_error(field, s, "time zone offset out of range")
-    if s[10] == "T" and s[-1] != "z" and (frac is None or len(frac) <= 6):
-        # Fast path: the C parser takes exactly this shape; on failure, the checks below say why.
-        try:
-            t = _dt.datetime.fromisoformat(s)
-            return t if t.tzinfo is UTC else t.astimezone(UTC)
-        except (ValueError, OverflowError):
-            pass
-    checks = (("year", int(year), 1, 9999), ("month", int(month), 1, 12), ("hour", int(hour), 0, 23),
-              ("minute", int(minute), 0, 59), ("second", int(second), 0, 59))
-    for what, n, lo, hi in checks:
-        if not lo <= n <= hi:
-            raise _time_error(field, s, f"{what} out of range")
-    tz = UTC
-    if sign is not None:
-        tz = _OFFSETS.get((sign, oh, om))
-        if tz is None:
-            delta = _dt.timedelta(hours=int(oh), minutes=int(om))
-            tz = _OFFSETS[(sign, oh, om)] = _dt.timezone(-delta if sign == "-" else delta)
-    micro, carry = 0, 0
-    if frac:
-        micro = int(frac[:6].ljust(6, "0"))
-        if len(frac) > 6 and frac[6] >= "5":
-            micro += 1
-            if micro == 1_000_000:
-                micro, carry = 0, 1
+    """An RFC 3339 timestamp (offsets allowed) as an aware datetime in UTC (platform.times);
+    the error names the field."""
     try:
-        t = _dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz)
-        if carry:
-            t += _dt.timedelta(seconds=1)
-        return t if tz is UTC else t.astimezone(UTC)
-    except ValueError:  # every other part was range-checked above
-        raise _time_error(field, s, "day out of range") from None
-    except OverflowError:
-        raise _time_error(field, s, "time out of range") from None
-
-
-def format_time(t: _dt.datetime) -> str:
-    """RFC 3339 in UTC with "Z"; the fraction only when there is one, without trailing zeros.
-
-    A naive datetime is taken to be UTC already.
-    """
-    if t.tzinfo is UTC and type(t) is _dt.datetime:
-        # msgspec writes "YYYY-MM-DDTHH:MM:SS" (".ffffff" when there are microseconds) and "Z"
-        # for UTC, in C: the same text but for the fraction's trailing zeros, 8x faster.
-        s = _encode(t)
-        return s[1:-1].decode() if not t.microsecond else s[1:-2].decode().rstrip("0") + "Z"
-    if t.tzinfo is None:
-        s = t.isoformat()
-    else:
-        if t.tzinfo is not UTC:
-            t = t.astimezone(UTC)
-        s = t.isoformat()[:-6]  # without "+00:00"
-    # s is "YYYY-MM-DDTHH:MM:SS", or with ".ffffff" when there are microseconds
-    return (s.rstrip("0") if t.microsecond else s) + "Z"
+        return times.parse_time(value)
+    except times.TimeFormatError as exc:
+        raise _time_error(field, value.strip(), exc.reason) from None
 
 
 def _parse_datetime(field: str, value, limit):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from postroom.contacts import model
 from postroom.lists import model as lists_model
+from postroom.platform.errors import RuleError
 from postroom.platform.http import single_value
 
 # Case-insensitive substring filters of contacts.list, in the order they are applied.
@@ -36,12 +37,8 @@ _FALSE = frozenset({"false", "0"})
 _INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
 
 
-class QueryError(ValueError):
+class QueryError(RuleError):
     """A read request the contract rejects; `.message` is the whole 400 text."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 # ---------------------------------------------------------------- single parameters

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import time
 
 from starlette.routing import Route
@@ -17,41 +16,25 @@ from starlette.routing import Route
 from postroom.auth.model import permission_error
 from postroom.contacts import model as contacts_model, query as contacts_query, store as contacts_store
 from postroom.lists import model, store
+from postroom.platform.errors import RuleError
 from postroom.platform.http import (
-    ApiError, Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
+    Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
 
 LIST_NOT_FOUND = "list not found"
 MEMBERSHIP_NOT_FOUND = "Contact list relationship not found"
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
 
 
-def _rules(fn, *args):
-    """Runs a model rule; its ListError becomes the HTTP error it names."""
-    try:
-        return fn(*args)
-    except model.ListError as exc:
-        raise ApiError(exc.status, exc.message) from None
-
-
-@contextlib.contextmanager
-def _rule_errors():
-    """The same, around store calls that apply model rules inside a transaction."""
-    try:
-        yield
-    except model.ListError as exc:
-        raise ApiError(exc.status, exc.message) from None
-
-
 def _email(value) -> str:
     if value is None or value == "":
-        raise ApiError(400, "email is required")
+        raise RuleError("email is required")
     if not isinstance(value, str):
-        raise ApiError(400, "email must be a string")
+        raise RuleError("email must be a string")
     email = contacts_model.normalize_email(value)
     if not email:
-        raise ApiError(400, "email is required")
+        raise RuleError("email is required")
     if "\x00" in email:  # as contacts.delete says it; PostgreSQL text cannot hold NUL
-        raise ApiError(400, "invalid email: contains a NUL character")
+        raise RuleError("invalid email: contains a NUL character")
     return email
 
 
@@ -59,7 +42,7 @@ async def _live_list(conn, workspace_id: str, list_id: str, share: bool = False)
     """The live list (locked FOR SHARE when `share`), or 404."""
     found = await store.lists_by_ids(conn, workspace_id, [list_id], share=share)
     if list_id not in found:
-        raise ApiError(404, LIST_NOT_FOUND)
+        raise RuleError(LIST_NOT_FOUND, 404)
     return found[list_id]
 
 
@@ -87,43 +70,42 @@ async def list_lists(call: Call):
 
 
 async def get_list(call: Call):
-    list_id = _rules(model.list_id_param, call.param("id"))
+    list_id = model.list_id_param(call.param("id"))
     async with call.pool.acquire() as conn:
         row = await store.get_list(conn, call.workspace_id, list_id)
     if row is None:
-        raise ApiError(404, LIST_NOT_FOUND)
+        raise RuleError(LIST_NOT_FOUND, 404)
     return {"list": model.list_to_wire(row)}
 
 
 async def create_list(call: Call):
-    new = _rules(model.parse_new_list, call.body)
+    new = model.parse_new_list(call.body)
     async with call.pool.acquire() as conn:
         row = await store.create_list(conn, call.workspace_id, new)
     if row is None:
-        raise ApiError(409, f"list already exists: {new['id']}")
+        raise RuleError(f"list already exists: {new['id']}", 409)
     return json_response({"list": model.list_to_wire(row)}, 201)
 
 
 async def update_list(call: Call):
-    list_id = _rules(model.list_id_param, call.body.get("id"))
+    list_id = model.list_id_param(call.body.get("id"))
     async with call.pool.acquire() as conn:
-        with _rule_errors():
-            row = await store.update_list(conn, call.workspace_id, list_id, call.body)
+        row = await store.update_list(conn, call.workspace_id, list_id, call.body)
     if row is None:
-        raise ApiError(404, LIST_NOT_FOUND)
+        raise RuleError(LIST_NOT_FOUND, 404)
     return {"list": model.list_to_wire(row)}
 
 
 async def delete_list(call: Call):
-    list_id = _rules(model.list_id_param, call.body.get("id"))
+    list_id = model.list_id_param(call.body.get("id"))
     async with call.pool.acquire() as conn:
         if not await store.delete_list(conn, call.workspace_id, list_id):
-            raise ApiError(404, LIST_NOT_FOUND)
+            raise RuleError(LIST_NOT_FOUND, 404)
     return {"success": True}
 
 
 async def list_stats(call: Call):
-    list_id = _rules(model.list_id_param, call.param("list_id"), "list_id")
+    list_id = model.list_id_param(call.param("list_id"), "list_id")
     async with call.pool.acquire() as conn:
         await _live_list(conn, call.workspace_id, list_id)
         counts = await store.list_stats(conn, call.workspace_id, list_id)
@@ -134,17 +116,17 @@ async def subscribe(call: Call):
     """lists.subscribe: upserts the contact (contacts.upsert's rules), then subscribes it."""
     denied = permission_error(call.membership, "contacts", True)
     if denied:
-        raise ApiError(403, denied)
-    incoming, list_ids = _rules(model.parse_subscribe, call.body)
+        raise RuleError(denied, 403)
+    incoming, list_ids = model.parse_subscribe(call.body)
     ws = call.workspace_id
     async with call.pool.acquire() as conn:
-        _rules(model.check_lists, list_ids, await store.lists_by_ids(conn, ws, list_ids), False)
+        model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids), False)
     # Lists first, so that a bad list id leaves the contact untouched. The contact's upsert is
     # its own transaction (contacts.store.upsert); the memberships follow in another one.
     await contacts_store.upsert(call.pool, ws, incoming)
     email = incoming["email"]
     async with call.pool.acquire() as conn, conn.transaction():
-        rows = _rules(model.check_lists, list_ids, await store.lists_by_ids(conn, ws, list_ids, share=True), False)
+        rows = model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids, share=True), False)
         await store.subscribe(conn, ws, email, rows, False, _links(call.request, conn, ws, email))
     return {"success": True}
 
@@ -153,12 +135,12 @@ async def subscribe(call: Call):
 
 async def get_by_ids(call: Call):
     email = _email(call.param("email"))
-    list_id = _rules(model.list_id_param, call.param("list_id"), "list_id")
+    list_id = model.list_id_param(call.param("list_id"), "list_id")
     async with call.pool.acquire() as conn:
         await _live_list(conn, call.workspace_id, list_id)
         row = await store.get_membership(conn, call.workspace_id, list_id, email)
     if row is None:
-        raise ApiError(404, MEMBERSHIP_NOT_FOUND)
+        raise RuleError(MEMBERSHIP_NOT_FOUND, 404)
     return {"contact_list": store.membership_wire(row)}
 
 
@@ -166,7 +148,7 @@ def _page_limit(raw: str | None) -> int:
     try:  # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
         return contacts_query.parse_limit(raw, PAGE_DEFAULT, PAGE_MAX)
     except contacts_query.QueryError as exc:
-        raise ApiError(400, exc.message) from None
+        raise RuleError(exc.message) from None
 
 
 def encode_cursor(email: str) -> str:
@@ -177,22 +159,22 @@ def decode_cursor(raw: str) -> str:
     try:
         email = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid cursor encoding") from None
+        raise RuleError("invalid cursor encoding") from None
     if not email or "\x00" in email:
-        raise ApiError(400, "invalid cursor encoding")
+        raise RuleError("invalid cursor encoding")
     return email
 
 
 async def get_contacts_by_list(call: Call):
     """One page of the list's members in email order: `limit` (1..1000, default 100), `cursor`
     (the previous page's next_cursor), optional `status`."""
-    list_id = _rules(model.list_id_param, call.param("list_id"), "list_id")
+    list_id = model.list_id_param(call.param("list_id"), "list_id")
     limit = _page_limit(call.param("limit"))
     cursor = call.param("cursor")
     after = decode_cursor(cursor) if cursor is not None else None
     status = call.param("status")
     if status is not None:
-        status = _rules(model.parse_status, status)
+        status = model.parse_status(status)
     async with call.pool.acquire() as conn:
         lst = await _live_list(conn, call.workspace_id, list_id)
         page, last = await store.members_page(conn, call.workspace_id, lst, limit, after, status)
@@ -212,8 +194,8 @@ async def get_lists_by_contact(call: Call):
 async def update_status(call: Call):
     body = call.body
     email = _email(body.get("email"))
-    list_id = _rules(model.list_id_param, body.get("list_id"), "list_id")
-    status = _rules(model.parse_status, body.get("status"))
+    list_id = model.list_id_param(body.get("list_id"), "list_id")
+    status = model.parse_status(body.get("status"))
     ws = call.workspace_id
     async with call.pool.acquire() as conn, conn.transaction():
         lst = await _live_list(conn, ws, list_id, share=True)
@@ -226,11 +208,10 @@ async def update_status(call: Call):
 async def remove_contact(call: Call):
     body = call.body
     email = _email(body.get("email"))
-    list_id = _rules(model.list_id_param, body.get("list_id"), "list_id")
+    list_id = model.list_id_param(body.get("list_id"), "list_id")
     async with call.pool.acquire() as conn, conn.transaction():
         lst = await _live_list(conn, call.workspace_id, list_id, share=True)
-        with _rule_errors():
-            await store.remove(conn, call.workspace_id, lst, email)
+        await store.remove(conn, call.workspace_id, lst, email)
     return {"success": True}
 
 
@@ -267,16 +248,16 @@ async def public_subscribe(request):
     state = request.app.state
     body = decode_object(await read_body(request, state.settings.max_body_bytes))
     ws = workspace_from(body.get("workspace_id"), "workspace_id is required")
-    incoming, list_ids = _rules(model.parse_subscribe, body)
+    incoming, list_ids = model.parse_subscribe(body)
     email = incoming["email"]
     async with state.pool.acquire() as conn:
         # An unknown workspace has no lists: it answers like an unknown list, nothing more.
-        _rules(model.check_lists, list_ids, await store.lists_by_ids(conn, ws, list_ids), True)
+        model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids), True)
         wait = await store.count_attempt(conn, ws, model.rate_buckets(email, client_address(request)))
         if wait is not None:
-            raise ApiError(429, model.RATE_LIMITED, {"Retry-After": str(wait)})
+            raise RuleError(model.RATE_LIMITED, 429, {"Retry-After": str(wait)})
         async with conn.transaction():
-            rows = _rules(model.check_lists, list_ids,
+            rows = model.check_lists(list_ids,
                           await store.lists_by_ids(conn, ws, list_ids, share=True), True)
             await contacts_store.create_if_absent(conn, ws, incoming)
             await store.subscribe(conn, ws, email, rows, True, _links(request, conn, ws, email))
@@ -290,17 +271,16 @@ async def public_confirm(request):
     state = request.app.state
     params = request.query_params
     if any(len(params.getlist(name)) > 1 for name in model.CONFIRM_PARAMS):
-        raise ApiError(400, model.INVALID_LINK)  # each part once, as it was signed
-    req = _rules(model.parse_confirm, params)
+        raise RuleError(model.INVALID_LINK)  # each part once, as it was signed
+    req = model.parse_confirm(params)
     async with state.pool.acquire() as conn:
         secret = await store.workspace_secret(conn, req.workspace_id, state.settings.key_bytes, create=False)
-        _rules(model.check_confirm, secret, req, time.time())
+        model.check_confirm(secret, req, time.time())
         async with conn.transaction():
             found = await store.lists_by_ids(conn, req.workspace_id, [req.list_id], share=True)
             if req.list_id not in found:
-                raise ApiError(400, LIST_NOT_FOUND)
-            with _rule_errors():
-                await store.confirm(conn, req.workspace_id, found[req.list_id], req.email)
+                raise RuleError(LIST_NOT_FOUND)
+            await store.confirm(conn, req.workspace_id, found[req.list_id], req.email)
     return json_response({"success": True, "message": "subscription confirmed"})
 
 

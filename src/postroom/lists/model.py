@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from postroom.contacts import model as contacts
+from postroom.platform.errors import RuleError
 
 # ---------------------------------------------------------------- lists
 
@@ -25,13 +26,8 @@ DESCRIPTION_MAX = 2000
 MAX_LIST_IDS = 100  # per subscribe call
 
 
-class ListError(ValueError):
-    """A request the rules reject: `.status` and the whole user-facing `.message`."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class ListError(RuleError):
+    """A request the list rules reject: `.status` and the whole user-facing `.message`."""
 
 
 def _check_id(prefix: str, value, name: str = "id") -> str:

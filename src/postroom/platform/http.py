@@ -18,20 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from postroom.platform import jsonenc
+from postroom.platform.errors import RuleError
 
 log = logging.getLogger("postroom.http")
 
 WORKSPACE_ID = re.compile(r"^[a-z0-9_-]{1,32}$")
-
-
-class ApiError(Exception):
-    """A client-facing error: becomes {"error": message} with this status."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -47,13 +38,13 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+        raise RuleError(f"request body exceeds the limit of {limit} bytes", 413)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+            raise RuleError(f"request body exceeds the limit of {limit} bytes", 413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -62,9 +53,9 @@ def decode_object(body: bytes) -> dict:
     try:
         value = jsonenc.decode(body)
     except ValueError:
-        raise ApiError(400, "Invalid request body") from None
+        raise RuleError("Invalid request body") from None
     if not isinstance(value, dict):
-        raise ApiError(400, "Invalid request body")
+        raise RuleError("Invalid request body")
     return value
 
 
@@ -88,10 +79,10 @@ def query_param(query, name: str) -> str | None:
 
 def single_value(name: str, values: list[str], error: Callable[[str], Exception] | None = None) -> str | None:
     """The rule of query_param over the values given for `name`, in order; a refusal is raised as
-    error(message), a 400 ApiError by default (contacts.query raises its own QueryError)."""
+    error(message), a 400 RuleError by default (contacts.query raises its own QueryError)."""
     if not values:
         return None
-    fail = error or (lambda message: ApiError(400, message))
+    fail = error or (lambda message: RuleError(message))
     if len(values) > 1:
         raise fail(REPEATED_PARAM.format(name))
     value = values[0]
@@ -140,11 +131,11 @@ class Endpoint:
 
 def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
     if value is None or value == "":
-        raise ApiError(400, missing)
+        raise RuleError(missing)
     if not isinstance(value, str):
-        raise ApiError(400, f"{name} must be a string")
+        raise RuleError(f"{name} must be a string")
     if not WORKSPACE_ID.match(value):
-        raise ApiError(400, f"invalid {name}: must be 1-32 characters of a-z, 0-9, _ and -")
+        raise RuleError(f"invalid {name}: must be 1-32 characters of a-z, 0-9, _ and -")
     return value
 
 
@@ -290,7 +281,7 @@ class Edge:
 
         try:
             await self.app(scope, receive, send_with_cors)
-        except ApiError as exc:
+        except RuleError as exc:
             if not started:
                 await error_response(exc.status, exc.message, exc.headers)(scope, receive, send_with_cors)
         except Exception as exc:

@@ -20,7 +20,8 @@ Paging: `limit` 1..100 (default 50), `cursor` = base64 of `<created_at>|<id>` of
 from __future__ import annotations
 
 from postroom.contacts import model as contacts_model, query
-from postroom.platform.http import ApiError, Call, Endpoint
+from postroom.platform.http import Call, Endpoint
+from postroom.platform.errors import RuleError
 from postroom.timeline import store
 
 DEFAULT_LIMIT = 50
@@ -62,12 +63,12 @@ async def list_timeline(call: Call):
     raw = call.param("email")
     email = contacts_model.normalize_email(raw) if raw else ""
     if not email:
-        raise ApiError(400, "email is required")
+        raise RuleError("email is required")
     try:
         limit = query.parse_limit(call.param("limit"), default=DEFAULT_LIMIT)
         before = _before(call.param("cursor"))
     except query.QueryError as exc:
-        raise ApiError(400, exc.message) from None
+        raise RuleError(exc.message) from None
     async with call.pool.acquire() as conn:
         rows = await store.list_for(conn, call.workspace_id, email, before, limit + 1)
     out = {"timeline": [entry_wire(r) for r in rows[:limit]]}

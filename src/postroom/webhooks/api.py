@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from postroom.platform.http import ApiError, Call, Endpoint, json_response
+from postroom.platform.http import Call, Endpoint, json_response
+from postroom.platform.errors import RuleError
 from postroom.webhooks import delivery, model, store
 
 
@@ -12,14 +13,14 @@ def _checked(parse, *args):
     try:
         return parse(*args)
     except model.WebhookError as exc:
-        raise ApiError(exc.status, exc.message) from None
+        raise RuleError(exc.message, exc.status) from None
 
 
 async def _check_destination(url: str) -> None:
     try:
         await delivery.check_destination(url)
     except model.WebhookError as exc:
-        raise ApiError(exc.status, exc.message) from None
+        raise RuleError(exc.message, exc.status) from None
 
 
 def _wire(call: Call, row) -> dict:
@@ -29,7 +30,7 @@ def _wire(call: Call, row) -> dict:
 
 def _found(row):
     if row is None:
-        raise ApiError(404, model.NOT_FOUND)
+        raise RuleError(model.NOT_FOUND, 404)
     return row
 
 
@@ -64,7 +65,7 @@ async def update(call: Call):
 async def delete(call: Call):
     sub_id = _checked(model.parse_id, call.body.get("id"))
     if not await store.delete_subscription(call.pool, call.workspace_id, sub_id):
-        raise ApiError(404, model.NOT_FOUND)
+        raise RuleError(model.NOT_FOUND, 404)
     return {"success": True}
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from postroom.auth import api as auth_api, model as auth_model, store as auth_store
-from postroom.platform.http import ApiError, Call, Endpoint, workspace_from
+from postroom.platform.http import Call, Endpoint, workspace_from
+from postroom.platform.errors import RuleError
 from postroom.workspaces import model, store
 
 
 def _bad(exc: ValueError):
-    raise ApiError(400, str(exc)) from None
+    raise RuleError(str(exc)) from None
 
 
 async def list_workspaces(call: Call):
@@ -21,7 +22,7 @@ async def get_workspace(call: Call):
     ws_id = workspace_from(call.param("id"), "id is required", "id")
     async with call.pool.acquire() as conn:
         if await auth_store.membership(conn, ws_id, call.principal.user_id) is None:
-            raise ApiError(403, "user is not a member of the workspace")
+            raise RuleError("user is not a member of the workspace", 403)
         row = await store.get(conn, ws_id)
     return {"workspace": model.to_wire(row)}
 
@@ -30,20 +31,20 @@ async def create_workspace(call: Call):
     async with call.pool.acquire() as conn:
         user = await auth_store.user_by_id(conn, call.principal.user_id)
         if not auth_api.is_root(call.settings, user):
-            raise ApiError(403, "only the root user can create workspaces")
+            raise RuleError("only the root user can create workspaces", 403)
         try:
             ws_id, name, settings = model.validate_new(call.body)
         except model.WorkspaceError as exc:
             _bad(exc)
         row = await store.create_with_owner(conn, ws_id, name, settings, call.principal.user_id)
     if row is None:
-        raise ApiError(409, f"workspace already exists: {ws_id}")
+        raise RuleError(f"workspace already exists: {ws_id}", 409)
     return {"workspace": model.to_wire(row)}
 
 
 async def create_api_key(call: Call):
     if call.membership.role != "owner":
-        raise ApiError(403, "only an owner of the workspace can create API keys")
+        raise RuleError("only an owner of the workspace can create API keys", 403)
     try:
         email = model.api_key_email(call.workspace_id, call.body.get("email_prefix"))
     except model.WorkspaceError as exc:
@@ -53,7 +54,7 @@ async def create_api_key(call: Call):
             user_id = await store.create_api_key_user(conn, call.workspace_id, email,
                                                       auth_model.full_permissions())
         except ValueError as exc:
-            raise ApiError(409, str(exc)) from None
+            raise RuleError(str(exc), 409) from None
     token = auth_model.issue_token(call.settings.key_bytes, user_id, "api_key")
     return {"token": token, "email": email}
 

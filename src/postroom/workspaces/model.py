@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 from postroom.platform import jsonenc
+from postroom.platform.errors import RuleError
 from postroom.platform.http import WORKSPACE_ID
 
 EMAIL_PREFIX = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
-class WorkspaceError(ValueError):
-    pass
+class WorkspaceError(RuleError):
+    """A workspace id, name or key prefix refused (400)."""
 
 
 def validate_new(body: dict) -> tuple[str, str, dict]:
