@@ -158,7 +158,7 @@ def test_email_of_wrong_type(value, name):
 @pytest.mark.parametrize("value", [
     "plainaddress", "a@b", "a@@b.com", "a b@c.com", "a..b@x.com", ".a@x.com", "a.@x.com", "@x.com",
     "a@", "a@-x.com", "a@x-.com", "a@x..com", "a@x.com.", "a@1.2.3.4", "a@[1.2.3.4]", '"a b"@x.com',
-    "John <john@x.com>", "user@localhost", "user@example.local", "user@x.test", "a@ab--cd.com",
+    "John <john@x.com>", "user@localhost", "a@ab--cd.com", "a@-x.local", "a@x..test",
     "a@x.c1", "a" * 300,
 ])
 def test_invalid_email_format(value):
@@ -173,6 +173,9 @@ def test_invalid_email_format(value):
     ("ÜSER@Bücher.ch", "üser@bücher.ch"),  # internationalised: the slow path
     ("user@xn--bcher-kva.ch", "user@xn--bcher-kva.ch"),
     ("a@123.com", "a@123.com"),
+    ("User@Shop.TEST", "user@shop.test"),  # special-use domains are valid (Notifuse takes them)
+    ("a@b.local", "a@b.local"),
+    ("Ü@b.local", "ü@b.local"),  # the slow path too
 ])
 def test_valid_email_is_trimmed_and_lower_cased(value, stored):
     assert m.validate_email(value) == stored
@@ -223,8 +226,12 @@ def test_fast_email_pattern_never_accepts_what_email_validator_rejects():
         if not m._FAST_EMAIL.fullmatch(address):
             continue
         checked += 1
+        # special-use names are valid here (email_validator refuses them in every mode): the
+        # oracle judges the same name's syntax under an ordinary top-level name
+        special = address.rpartition("@")[2].endswith(m._SPECIAL_SUFFIXES)
         try:
-            email_validator.validate_email(address, check_deliverability=False, allow_smtputf8=True)
+            email_validator.validate_email(address + ".com" if special else address,
+                                           check_deliverability=False, allow_smtputf8=True)
             expected = True
         except email_validator.EmailNotValidError:
             expected = False

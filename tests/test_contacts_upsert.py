@@ -160,6 +160,13 @@ async def test_contact_field_required(client, ws):
                       400, "contact field is required")
 
 
+async def test_null_contact_is_a_contact_without_email(client, ws, pool):
+    before = await pool.fetchval("SELECT count(*) FROM contacts WHERE workspace_id = $1", ws.id)
+    assert_json_error(await client.post(UPSERT, headers=ws.headers, json={"workspace_id": ws.id, "contact": None}),
+                      400, "invalid contact: email is required")
+    assert await pool.fetchval("SELECT count(*) FROM contacts WHERE workspace_id = $1", ws.id) == before
+
+
 async def test_email_length_limit(client, ws, pool):
     def address(last_label: int) -> str:
         return "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * last_label + ".com"

@@ -8,8 +8,10 @@ from postroom.platform.errors import RuleError
 
 
 async def upsert(call: Call):
-    if call.body.get("contact") is None:
+    if "contact" not in call.body:  # absent; an explicit null is a contact without an email
         raise RuleError("contact field is required")
+    if call.body["contact"] is None:
+        raise model.ContactError("invalid contact: email is required")
     incoming = model.parse_contact(call.body["contact"])
     action, row = await store.upsert(call.pool, call.workspace_id, incoming)
     contact = model.to_wire(row)

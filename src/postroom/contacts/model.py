@@ -272,22 +272,24 @@ def normalize_email(value: str) -> str:
 _FAST_EMAIL = re.compile(
     r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z0-9][a-z0-9-]{0,61})?[a-z]")
-_SPECIAL_DOMAINS = frozenset(_ev.SPECIAL_USE_DOMAIN_NAMES)  # "localhost", "test", ... never deliverable
-_SPECIAL_SUFFIXES = tuple("." + d for d in _SPECIAL_DOMAINS)
-
-
-def _special_domain(domain: str) -> bool:
-    """A special-use domain name or a name under one."""
-    return domain in _SPECIAL_DOMAINS or domain.endswith(_SPECIAL_SUFFIXES)
+# Names under a special-use domain (shop.test, b.local) are valid addresses, as they are in
+# Notifuse: people test with them, and refusing what cannot be delivered belongs to sending.
+# email_validator refuses them in every mode, so the slow path checks such a domain's syntax
+# under an ordinary top-level name instead. A bare special-use name (localhost) has one label,
+# which stays refused like any single-label domain.
+_SPECIAL_SUFFIXES = tuple("." + d for d in _ev.SPECIAL_USE_DOMAIN_NAMES)
 
 
 def _email_format_ok(email: str) -> bool:
-    domain = email.rpartition("@")[2]
+    local, _, domain = email.rpartition("@")
     if _FAST_EMAIL.fullmatch(email) and len(domain) <= 253 and "--" not in domain:
-        return not _special_domain(domain)
+        return True
+    checked = email
+    if domain.endswith(_SPECIAL_SUFFIXES) and len(domain) <= 253:
+        checked = f"{local}@{domain}.com"
     try:
         _ev.validate_email(
-            email, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=False,
+            checked, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=False,
             allow_domain_literal=False, allow_display_name=False, allow_empty_local=False,
             strict=False, test_environment=False, globally_deliverable=True)
     except _ev.EmailNotValidError as exc:
@@ -383,7 +385,7 @@ def _usual_email(value) -> str | None:
     if len(email) > EMAIL_MAX or _FAST_EMAIL.fullmatch(email) is None:
         return None
     domain = email[email.index("@") + 1:]
-    if len(domain) > 253 or "--" in domain or _special_domain(domain):
+    if len(domain) > 253 or "--" in domain:
         return None
     return email
 

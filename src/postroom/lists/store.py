@@ -48,7 +48,7 @@ def _rfc3339(column: str) -> str:
 # `changed` (email, list_id, list_name, status, old_status, new_status, kind, created_at,
 # updated_at, confirm_url) -> one timeline entry and one outbox event per row:
 #   timeline changes: {"status": {"old", "new"}} (null: not a member), plus
-#                     {"confirm_url": {"old": null, "new"}} on list.pending;
+#                     "confirm_url": the link as a plain string, on list.pending;
 #   event data:       {"contact_list": {email, list_id, list_name, status, created_at, updated_at},
 #                      "previous_status", and "confirm_url" on list.pending}.
 # The confirmation link rides along until Postroom sends the confirmation email itself.
@@ -58,7 +58,7 @@ _RECORDED = f"""
     SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
            jsonb_build_object('status', jsonb_build_object('old', c.old_status, 'new', c.new_status))
            || CASE WHEN c.confirm_url IS NULL THEN '{{}}'::jsonb
-                   ELSE jsonb_build_object('confirm_url', jsonb_build_object('old', NULL, 'new', c.confirm_url)) END
+                   ELSE jsonb_build_object('confirm_url', c.confirm_url) END
       FROM changed c
 )
 INSERT INTO events (workspace_id, type, subject, data)
