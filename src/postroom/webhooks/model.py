@@ -1,6 +1,6 @@
 """Outgoing webhooks: pure rules. Event types, input validation and its error strings, the
-Standard Webhooks secret and signature, the body sent, the retry ladder, which destination
-addresses are refused, and the wire shapes. No I/O."""
+Standard Webhooks secret and signature, the body sent, the retry ladder and the wire shapes.
+No I/O. (Which destination addresses are refused is platform.outbound's rule.)"""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
 from postroom.contacts import query
 from postroom.platform import jsonenc
+from postroom.platform.errors import RuleError
+from postroom.platform.outbound import ip_literal, refused_address, refused_message
 
 EVENT_TYPES = (
     "contact.created", "contact.updated", "contact.deleted",
@@ -34,11 +35,8 @@ RESPONSE_BODY_LIMIT = 1024          # bytes of a receiver's answer kept in the l
 FAILING_SUBSCRIPTION_CONCURRENCY = 2  # attempts in flight for a subscription whose last ones failed
 
 
-class WebhookError(Exception):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class WebhookError(RuleError):
+    """A subscription or destination refused: 400, or 404 for one that does not exist."""
 
 
 # ---------------------------------------------------------------- secrets and signatures
@@ -78,39 +76,6 @@ def new_message_id(prefix: str = "") -> str:
 
 
 # ---------------------------------------------------------------- destinations
-
-# Cloud metadata services and link-local addresses: never a webhook receiver, and the classic
-# target of server-side request forgery. 100.100.100.200 is Alibaba Cloud's metadata address.
-_REFUSED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "169.254.0.0/16", "100.100.100.200/32", "fe80::/10", "fd00:ec2::254/128"))
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True for a link-local or cloud metadata address, including IPv4 ones embedded in IPv6
-    (mapped, 6to4, NAT64, IPv4-compatible)."""
-    if ip.version == 6:
-        ip = ipaddress.IPv6Address(int(ip))  # drop any %zone
-        embedded = [ip.ipv4_mapped, ip.sixtofour]
-        if ip in _NAT64 or int(ip) >> 32 == 0:
-            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if any(e is not None and refused_address(e) for e in embedded):
-            return True
-    return any(ip.version == net.version and ip in net for net in _REFUSED_NETWORKS)
-
-
-def refused_message(host: str, ip) -> str:
-    if ip_literal(host) is not None:
-        return f"URL must not point to a link-local or cloud metadata address: {host}"
-    return f"URL host {host} resolves to a link-local or cloud metadata address: {ip}"
-
-
-def ip_literal(host: str):
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
 
 def parse_url(value) -> str:
     """A receiver URL: http(s), with a host that is not a refused address literal.

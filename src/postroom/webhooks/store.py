@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from postroom.events import dispatch
 from postroom.platform import secrets as sealed_secrets
 
 # ---------------------------------------------------------------- subscriptions
@@ -131,34 +132,13 @@ async def list_deliveries(pool, workspace_id: str, sub_id: str | None, limit: in
 
 # ---------------------------------------------------------------- outbox -> deliveries
 
-WAKE_CHANNEL = "postroom_webhook_deliveries"
+CONSUMER = "webhooks"  # of the outbox (postroom.events.dispatch)
 
-# Workspaces with events the dispatcher has not looked at yet (through the partial index).
-PENDING_WORKSPACES = """
-SELECT DISTINCT workspace_id FROM events WHERE webhooks_dispatched_at IS NULL LIMIT $1
-"""
-
-# One dispatcher per workspace at a time (any number of worker processes): a transaction-scoped
-# advisory lock, tried, never waited for. Serialising a workspace keeps its deliveries' ids in
-# event order, which the per-subject ordering of deliveries relies on.
-TRY_LOCK_WORKSPACE = "SELECT pg_try_advisory_xact_lock(2003331889, hashtext($1))"
-
-# Fan a batch of the workspace's undispatched events out to the enabled subscriptions that want
-# them (created before the event), and mark the batch dispatched, in one statement.
-DISPATCH = r"""
-WITH batch AS MATERIALIZED (
-    SELECT ctid AS row_ref, workspace_id, id, type, subject, data, created_at
-      FROM events
-     WHERE workspace_id = $1 AND webhooks_dispatched_at IS NULL
-     ORDER BY id
-     LIMIT $2
-), marked AS (
-    -- by row address: a plan that cannot turn into a scan of the whole outbox. (Should another
-    -- writer update one of these rows meanwhile, it stays undispatched and is fanned out again
-    -- by a later pass, where the unique key of webhook_deliveries drops the duplicates.)
-    UPDATE events SET webhooks_dispatched_at = now()
-     WHERE ctid = ANY (ARRAY(SELECT row_ref FROM batch))
-), fanout AS (
+# Fan a batch of the workspace's unconsumed events out to the enabled subscriptions that want
+# them (created before the event), and mark the batch consumed, in one statement. An event
+# handed out twice meets the unique key of webhook_deliveries, which drops the duplicates.
+DISPATCH = rf"""
+WITH {dispatch.claim_cte(CONSUMER)}, {dispatch.mark_cte(CONSUMER)}, fanout AS (
     INSERT INTO webhook_deliveries (workspace_id, subscription_id, event_id, event_type, subject, message_id,
                                     data, occurred_at, max_attempts)
     SELECT b.workspace_id, s.id, b.id, b.type, b.subject, replace(gen_random_uuid()::text, '-', ''),
@@ -180,19 +160,14 @@ SELECT (SELECT count(*) FROM batch) AS events, (SELECT count(*) FROM fanout) AS 
 """
 
 
-async def pending_workspaces(pool, limit: int) -> list[str]:
-    async with pool.acquire() as conn:
-        return [r["workspace_id"] for r in await conn.fetch(PENDING_WORKSPACES, limit)]
-
-
 async def dispatch_workspace(pool, workspace_id: str, batch: int, max_attempts: int) -> tuple[int, int] | None:
     """(events, deliveries) of one batch; None when another dispatcher holds the workspace."""
-    async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(TRY_LOCK_WORKSPACE, workspace_id):
+    async with dispatch.locked(pool, CONSUMER, workspace_id) as conn:
+        if conn is None:
             return None
         row = await conn.fetchrow(DISPATCH, workspace_id, batch, max_attempts)
         if row["deliveries"]:
-            await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+            await dispatch.notify(conn, CONSUMER)
         return row["events"], row["deliveries"]
 
 
