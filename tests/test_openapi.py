@@ -41,6 +41,35 @@ def test_document_is_valid_openapi_3_1():
     assert len(ids) == len(set(ids))
 
 
+# Notifuse's operationIds for the operations of its public document that Postroom serves
+NOTIFUSE_IDS = {
+    "/api/contacts.list": "listContacts", "/api/contacts.count": "countContacts",
+    "/api/contacts.upsert": "upsertContact", "/api/contacts.getByEmail": "getContactByEmail",
+    "/api/contacts.getByExternalID": "getContactByExternalID", "/api/contacts.import": "batchImportContacts",
+    "/api/contacts.delete": "deleteContact", "/api/contactLists.updateStatus": "updateContactListStatus",
+    "/api/webhookSubscriptions.create": "createWebhookSubscription",
+    "/api/webhookSubscriptions.list": "listWebhookSubscriptions",
+    "/api/webhookSubscriptions.get": "getWebhookSubscription",
+    "/api/webhookSubscriptions.update": "updateWebhookSubscription",
+    "/api/webhookSubscriptions.delete": "deleteWebhookSubscription",
+    "/api/webhookSubscriptions.toggle": "toggleWebhookSubscription",
+    "/api/webhookSubscriptions.regenerateSecret": "regenerateWebhookSecret",
+    "/api/webhookSubscriptions.deliveries": "getWebhookDeliveries",
+    "/api/webhookSubscriptions.test": "testWebhookSubscription",
+    "/api/webhookSubscriptions.eventTypes": "listWebhookEventTypes",
+    "/subscribe": "subscribeToLists", "/api/lists.subscribe": "subscribeToListsAuthenticated",
+    "/api/user.rootSignin": "rootSignin",
+}
+
+
+def test_operation_ids_are_notifuses_where_it_has_them():
+    paths = openapi.document()["paths"]
+    found = {path: next(iter(paths[path].values()))["operationId"] for path in NOTIFUSE_IDS}
+    assert found == NOTIFUSE_IDS
+    ids = [op["operationId"] for item in paths.values() for op in item.values()]
+    assert all(i[:1].islower() and i.isalnum() for i in ids), ids  # one style: lowerCamelCase
+
+
 async def test_served_without_a_token(client):
     response = await client.get("/api/openapi.json")
     assert response.status_code == 200

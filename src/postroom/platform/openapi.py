@@ -423,6 +423,47 @@ OPERATIONS: dict[str, Op] = {
 }
 
 
+# operationIds: Notifuse's for the operations of its public document (a client generated from
+# either document gets the same method names), ours in the same style for the rest.
+OPERATION_IDS = {
+    "/api/user.rootSignin": "rootSignin",
+    "/api/workspaces.list": "listWorkspaces",
+    "/api/workspaces.get": "getWorkspace",
+    "/api/workspaces.create": "createWorkspace",
+    "/api/workspaces.createAPIKey": "createWorkspaceAPIKey",
+    "/api/contacts.list": "listContacts",
+    "/api/contacts.count": "countContacts",
+    "/api/contacts.upsert": "upsertContact",
+    "/api/contacts.getByEmail": "getContactByEmail",
+    "/api/contacts.getByExternalID": "getContactByExternalID",
+    "/api/contacts.import": "batchImportContacts",
+    "/api/contacts.delete": "deleteContact",
+    "/api/timeline.list": "listContactTimeline",
+    "/api/lists.list": "listLists",
+    "/api/lists.get": "getList",
+    "/api/lists.create": "createList",
+    "/api/lists.update": "updateList",
+    "/api/lists.delete": "deleteList",
+    "/api/lists.stats": "getListStats",
+    "/api/lists.subscribe": "subscribeToListsAuthenticated",
+    "/api/contactLists.getByIDs": "getContactListByIDs",
+    "/api/contactLists.getContactsByList": "getContactsByList",
+    "/api/contactLists.getListsByContact": "getListsByContact",
+    "/api/contactLists.updateStatus": "updateContactListStatus",
+    "/api/contactLists.removeContact": "removeContactFromList",
+    "/api/webhookSubscriptions.create": "createWebhookSubscription",
+    "/api/webhookSubscriptions.list": "listWebhookSubscriptions",
+    "/api/webhookSubscriptions.get": "getWebhookSubscription",
+    "/api/webhookSubscriptions.update": "updateWebhookSubscription",
+    "/api/webhookSubscriptions.delete": "deleteWebhookSubscription",
+    "/api/webhookSubscriptions.toggle": "toggleWebhookSubscription",
+    "/api/webhookSubscriptions.regenerateSecret": "regenerateWebhookSecret",
+    "/api/webhookSubscriptions.deliveries": "getWebhookDeliveries",
+    "/api/webhookSubscriptions.test": "testWebhookSubscription",
+    "/api/webhookSubscriptions.eventTypes": "listWebhookEventTypes",
+    PATH: "getOpenAPIDocument",
+}
+
 # ---------------------------------------------------------------- paths outside /api (ROUTES and app.py)
 
 def _plain_operations() -> dict:
@@ -437,7 +478,7 @@ def _plain_operations() -> dict:
                "responses": {"200": ok, **_error_refs(errors)}}
         if description:
             get["description"] = description
-        head = dict(get, operationId=operation_id + ".head", summary=summary + " (headers only)",
+        head = dict(get, operationId="head" + operation_id.removeprefix("get"), summary=summary + " (headers only)",
                     responses={status: {"description": r.get("description", "see GET")}
                                for status, r in get["responses"].items()})
         return {"get": get, "head": head}
@@ -447,23 +488,23 @@ def _plain_operations() -> dict:
             "summary": "Public subscription form (no token; an Authorization header is ignored)",
             "description": "Public lists only. An existing contact's fields are never overwritten; a double "
                            "opt-in list gives `pending` and a signed confirmation link.",
-            "tags": ["public"], "operationId": "subscribe", "security": [],
+            "tags": ["public"], "operationId": "subscribeToLists", "security": [],
             "requestBody": {"required": True, "content": {"application/json": {"schema": subscribe_body}}},
             "responses": {"200": _json(_ref("Success")), **_error_refs([400, 413, 429, 503])}}},
         "/confirm": {"get": {
             "summary": "The confirmation link of a double opt-in subscription", "tags": ["public"],
-            "operationId": "confirm", "security": [],
+            "operationId": "confirmSubscription", "security": [],
             "parameters": [_q("workspace_id", STRING, True), _q("list_id", STRING, True), _q("email", STRING, True),
                            _q("expires", {"type": "string", "pattern": "^[0-9]{1,12}$"}, True),
                            _q("token", STRING, True)],
             "responses": {"200": _json(_obj({"success": TRUE, "message": STRING}, ["success", "message"])),
                           **_error_refs([400, 503])}}},
-        "/healthz": probe("healthz", "Liveness: the process answers (the database is not asked)",
+        "/healthz": probe("getLiveness", "Liveness: the process answers (the database is not asked)",
                           _json(_obj({"status": {"const": "ok"}}, ["status"]))),
-        "/readyz": probe("readyz", "Readiness: the database answers and no migration is pending",
+        "/readyz": probe("getReadiness", "Readiness: the database answers and no migration is pending",
                          _json(_obj({"status": {"const": "ready"}}, ["status"]), "ready"), [503],
                          "503 `database unavailable` or `migrations pending: ...` when not ready."),
-        "/metrics": probe("metrics", "Prometheus metrics",
+        "/metrics": probe("getMetrics", "Prometheus metrics",
                           {"description": "Prometheus text exposition format",
                            "content": {"text/plain": {"schema": STRING}}}, [401],
                           "No token unless POSTROOM_METRICS_TOKEN is set; then `Bearer <that token>`.",
@@ -489,7 +530,7 @@ def _operation(endpoint: Endpoint, op: Op) -> dict:
         errors |= {400, 413}
     if op.params and any(p.get("required") for p in op.params):
         errors.add(400)
-    out: dict = {"summary": op.summary, "tags": [op.tag], "operationId": endpoint.path.removeprefix("/api/")}
+    out: dict = {"summary": op.summary, "tags": [op.tag], "operationId": OPERATION_IDS[endpoint.path]}
     if op.description:
         out["description"] = op.description
     if endpoint.auth == "none":
