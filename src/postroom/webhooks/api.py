@@ -9,20 +9,6 @@ from postroom.platform.errors import RuleError
 from postroom.webhooks import delivery, model, store
 
 
-def _checked(parse, *args):
-    try:
-        return parse(*args)
-    except model.WebhookError as exc:
-        raise RuleError(exc.message, exc.status) from None
-
-
-async def _check_destination(url: str) -> None:
-    try:
-        await delivery.check_destination(url)
-    except model.WebhookError as exc:
-        raise RuleError(exc.message, exc.status) from None
-
-
 def _wire(call: Call, row) -> dict:
     secret = store.open_secret(call.settings.key_bytes, call.workspace_id, row["id"], row["secret"])
     return model.to_wire(row, secret)
@@ -35,8 +21,8 @@ def _found(row):
 
 
 async def create(call: Call):
-    fields = _checked(model.parse_create, call.body)
-    await _check_destination(fields["url"])
+    fields = model.parse_create(call.body)
+    await delivery.check_destination(fields["url"])
     sub_id, secret = model.new_subscription_id(), model.new_secret()
     row = await store.create_subscription(call.pool, call.settings.key_bytes, call.workspace_id, sub_id, secret,
                                           fields)
@@ -49,42 +35,42 @@ async def list_(call: Call):
 
 
 async def get(call: Call):
-    sub_id = _checked(model.parse_id, call.param("id"))
+    sub_id = model.parse_id(call.param("id"))
     return {"subscription": _wire(call, _found(await store.get_subscription(call.pool, call.workspace_id, sub_id)))}
 
 
 async def update(call: Call):
-    sub_id = _checked(model.parse_id, call.body.get("id"))
-    changes = _checked(model.parse_update, call.body)
+    sub_id = model.parse_id(call.body.get("id"))
+    changes = model.parse_update(call.body)
     if "url" in changes:
-        await _check_destination(changes["url"])
+        await delivery.check_destination(changes["url"])
     row = _found(await store.update_subscription(call.pool, call.workspace_id, sub_id, changes))
     return {"subscription": _wire(call, row)}
 
 
 async def delete(call: Call):
-    sub_id = _checked(model.parse_id, call.body.get("id"))
+    sub_id = model.parse_id(call.body.get("id"))
     if not await store.delete_subscription(call.pool, call.workspace_id, sub_id):
         raise RuleError(model.NOT_FOUND, 404)
     return {"success": True}
 
 
 async def toggle(call: Call):
-    sub_id = _checked(model.parse_id, call.body.get("id"))
-    enabled = _checked(model.parse_enabled, call.body.get("enabled"))
+    sub_id = model.parse_id(call.body.get("id"))
+    enabled = model.parse_enabled(call.body.get("enabled"))
     row = _found(await store.update_subscription(call.pool, call.workspace_id, sub_id, {"enabled": enabled}))
     return {"subscription": _wire(call, row)}
 
 
 async def regenerate_secret(call: Call):
-    sub_id = _checked(model.parse_id, call.body.get("id"))
+    sub_id = model.parse_id(call.body.get("id"))
     secret = model.new_secret()
     row = _found(await store.set_secret(call.pool, call.settings.key_bytes, call.workspace_id, sub_id, secret))
     return {"subscription": model.to_wire(row, secret)}
 
 
 async def deliveries(call: Call):
-    limit, offset = _checked(model.parse_page, call.param("limit"), call.param("offset"))
+    limit, offset = model.parse_page(call.param("limit"), call.param("offset"))
     sub_id = call.param("subscription_id")
     if sub_id is not None:
         _found(await store.get_subscription(call.pool, call.workspace_id, sub_id))
@@ -96,10 +82,10 @@ async def deliveries(call: Call):
 async def test(call: Call):
     """Sends a signed sample of one event type (default: the subscription's first) now, to the
     subscription's URL, and answers with the outcome. Nothing is queued or logged."""
-    sub_id = _checked(model.parse_id, call.body.get("id"))
+    sub_id = model.parse_id(call.body.get("id"))
     event_type = call.body.get("event_type")
     if event_type is not None and event_type != "":
-        event_type = _checked(model.parse_event_type, event_type)
+        event_type = model.parse_event_type(event_type)
     row = _found(await store.get_subscription(call.pool, call.workspace_id, sub_id))
     event_type = event_type or row["event_types"][0]
     secret = store.open_secret(call.settings.key_bytes, call.workspace_id, sub_id, row["secret"])
