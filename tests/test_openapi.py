@@ -41,25 +41,27 @@ def test_document_is_valid_openapi_3_1():
     assert len(ids) == len(set(ids))
 
 
-# Notifuse's operationIds for the operations of its public document that Postroom serves
-NOTIFUSE_IDS = {
-    "/api/contacts.list": "listContacts", "/api/contacts.count": "countContacts",
-    "/api/contacts.upsert": "upsertContact", "/api/contacts.getByEmail": "getContactByEmail",
-    "/api/contacts.getByExternalID": "getContactByExternalID", "/api/contacts.import": "batchImportContacts",
-    "/api/contacts.delete": "deleteContact", "/api/contactLists.updateStatus": "updateContactListStatus",
-    "/api/webhookSubscriptions.create": "createWebhookSubscription",
-    "/api/webhookSubscriptions.list": "listWebhookSubscriptions",
-    "/api/webhookSubscriptions.get": "getWebhookSubscription",
-    "/api/webhookSubscriptions.update": "updateWebhookSubscription",
-    "/api/webhookSubscriptions.delete": "deleteWebhookSubscription",
-    "/api/webhookSubscriptions.toggle": "toggleWebhookSubscription",
-    "/api/webhookSubscriptions.regenerateSecret": "regenerateWebhookSecret",
-    "/api/webhookSubscriptions.deliveries": "getWebhookDeliveries",
-    "/api/webhookSubscriptions.test": "testWebhookSubscription",
-    "/api/webhookSubscriptions.eventTypes": "listWebhookEventTypes",
-    "/subscribe": "subscribeToLists", "/api/lists.subscribe": "subscribeToListsAuthenticated",
-    "/api/user.rootSignin": "rootSignin",
-}
+# Notifuse's operationIds for the operations of its public document that Postroom serves:
+# "<path> <operationId>" pairs, read from Notifuse's openapi.yaml
+NOTIFUSE_IDS = dict(line.split() for line in """
+/api/contacts.list listContacts                     /api/contacts.count countContacts
+/api/contacts.upsert upsertContact                  /api/contacts.getByEmail getContactByEmail
+/api/contacts.getByExternalID getContactByExternalID
+/api/contacts.import batchImportContacts            /api/contacts.delete deleteContact
+/api/contactLists.updateStatus updateContactListStatus
+/api/webhookSubscriptions.create createWebhookSubscription
+/api/webhookSubscriptions.list listWebhookSubscriptions
+/api/webhookSubscriptions.get getWebhookSubscription
+/api/webhookSubscriptions.update updateWebhookSubscription
+/api/webhookSubscriptions.delete deleteWebhookSubscription
+/api/webhookSubscriptions.toggle toggleWebhookSubscription
+/api/webhookSubscriptions.regenerateSecret regenerateWebhookSecret
+/api/webhookSubscriptions.deliveries getWebhookDeliveries
+/api/webhookSubscriptions.test testWebhookSubscription
+/api/webhookSubscriptions.eventTypes listWebhookEventTypes
+/subscribe subscribeToLists                         /api/lists.subscribe subscribeToListsAuthenticated
+/api/user.rootSignin rootSignin
+""".replace("  ", "\n").split("\n") if line.strip())
 
 
 def test_operation_ids_are_notifuses_where_it_has_them():
