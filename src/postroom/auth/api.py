@@ -42,25 +42,18 @@ def _caches(state) -> tuple[_TtlCache, _TtlCache]:
     return caches
 
 
-def _raise(exc: AuthError):
-    raise RuleError(exc.message, exc.status) from None
-
-
 async def authenticate(request, state) -> Principal:
     tokens, _ = _caches(state)
-    try:
-        token = model.bearer_token(request.headers.get("authorization"))
-        principal = tokens.get(token)
-        if principal is None:
-            principal = model.decode_token(token, state.settings.key_bytes)
-            if principal.type == "user":
-                async with state.pool.acquire() as conn:
-                    if not await store.session_valid(conn, principal.session_id, principal.user_id):
-                        raise RuleError("Invalid token: session expired or signed out", 401)
-            # never past the token's own expiry: exp is checked by decode_token, and the TTL is short
-            tokens.put(token, principal, MEMBERSHIP_TTL)
-    except AuthError as exc:
-        _raise(exc)
+    token = model.bearer_token(request.headers.get("authorization"))
+    principal = tokens.get(token)
+    if principal is None:
+        principal = model.decode_token(token, state.settings.key_bytes)
+        if principal.type == "user":
+            async with state.pool.acquire() as conn:
+                if not await store.session_valid(conn, principal.session_id, principal.user_id):
+                    raise AuthError(401, "Invalid token: session expired or signed out")
+        # never past the token's own expiry: exp is checked by decode_token, and the TTL is short
+        tokens.put(token, principal, MEMBERSHIP_TTL)
     return principal
 
 
@@ -89,11 +82,8 @@ def user_json(row) -> dict:
 async def root_signin(call: Call) -> dict:
     settings = call.settings
     body = call.body
-    try:
-        email = model.check_root_signin(settings.ensure_secret_key(), settings.root_email,
-                                        body.get("email"), body.get("timestamp"), body.get("signature"))
-    except AuthError as exc:
-        _raise(exc)
+    email = model.check_root_signin(settings.ensure_secret_key(), settings.root_email,
+                                    body.get("email"), body.get("timestamp"), body.get("signature"))
     async with call.pool.acquire() as conn, conn.transaction():
         user = await store.upsert_user(conn, email, "root", "user")
         session_id = await store.create_session(conn, user["id"], model.SESSION_TTL)

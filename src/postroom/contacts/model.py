@@ -20,8 +20,6 @@ import msgspec
 from postroom.platform import times
 from postroom.platform.errors import RuleError
 
-_encode = msgspec.json.Encoder().encode
-
 # ---------------------------------------------------------------- the field table
 
 _STRING, _TIMEZONE, _NUMBER, _INTEGER, _DATETIME, _JSON, _STAMP = (

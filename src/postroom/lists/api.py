@@ -144,13 +144,6 @@ async def get_by_ids(call: Call):
     return {"contact_list": store.membership_wire(row)}
 
 
-def _page_limit(raw: str | None) -> int:
-    try:  # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
-        return contacts_query.parse_limit(raw, PAGE_DEFAULT, PAGE_MAX)
-    except contacts_query.QueryError as exc:
-        raise RuleError(exc.message) from None
-
-
 def encode_cursor(email: str) -> str:
     return base64.urlsafe_b64encode(email.encode()).decode()
 
@@ -169,7 +162,7 @@ async def get_contacts_by_list(call: Call):
     """One page of the list's members in email order: `limit` (1..1000, default 100), `cursor`
     (the previous page's next_cursor), optional `status`."""
     list_id = model.list_id_param(call.param("list_id"), "list_id")
-    limit = _page_limit(call.param("limit"))
+    limit = contacts_query.parse_limit(call.param("limit"), PAGE_DEFAULT, PAGE_MAX)  # the one limit rule
     cursor = call.param("cursor")
     after = decode_cursor(cursor) if cursor is not None else None
     status = call.param("status")

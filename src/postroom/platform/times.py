@@ -29,8 +29,8 @@ _OFFSETS: dict[tuple[str, str, str], _dt.timezone] = {}
 def parse_time(value: str) -> _dt.datetime:
     """An RFC 3339 timestamp (offsets allowed) as an aware datetime in UTC.
 
-    Whitespace around the value is trimmed. A value that is not one raises TimeFormatError. More than six
-    fraction digits are rounded to the microsecond (PostgreSQL's precision).
+    Whitespace around the value is trimmed; a value that is not one raises TimeFormatError.
+    More than six fraction digits are rounded to the microsecond (PostgreSQL's precision).
     """
     s = value.strip()
     m = _TIME_RE.fullmatch(s)

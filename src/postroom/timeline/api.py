@@ -64,11 +64,8 @@ async def list_timeline(call: Call):
     email = contacts_model.normalize_email(raw) if raw else ""
     if not email:
         raise RuleError("email is required")
-    try:
-        limit = query.parse_limit(call.param("limit"), default=DEFAULT_LIMIT)
-        before = _before(call.param("cursor"))
-    except query.QueryError as exc:
-        raise RuleError(exc.message) from None
+    limit = query.parse_limit(call.param("limit"), default=DEFAULT_LIMIT)
+    before = _before(call.param("cursor"))
     async with call.pool.acquire() as conn:
         rows = await store.list_for(conn, call.workspace_id, email, before, limit + 1)
     out = {"timeline": [entry_wire(r) for r in rows[:limit]]}

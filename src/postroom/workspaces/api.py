@@ -8,10 +8,6 @@ from postroom.platform.errors import RuleError
 from postroom.workspaces import model, store
 
 
-def _bad(exc: ValueError):
-    raise RuleError(str(exc)) from None
-
-
 async def list_workspaces(call: Call):
     async with call.pool.acquire() as conn:
         rows = await store.list_for_user(conn, call.principal.user_id)
@@ -32,10 +28,7 @@ async def create_workspace(call: Call):
         user = await auth_store.user_by_id(conn, call.principal.user_id)
         if not auth_api.is_root(call.settings, user):
             raise RuleError("only the root user can create workspaces", 403)
-        try:
-            ws_id, name, settings = model.validate_new(call.body)
-        except model.WorkspaceError as exc:
-            _bad(exc)
+        ws_id, name, settings = model.validate_new(call.body)
         row = await store.create_with_owner(conn, ws_id, name, settings, call.principal.user_id)
     if row is None:
         raise RuleError(f"workspace already exists: {ws_id}", 409)
@@ -45,10 +38,7 @@ async def create_workspace(call: Call):
 async def create_api_key(call: Call):
     if call.membership.role != "owner":
         raise RuleError("only an owner of the workspace can create API keys", 403)
-    try:
-        email = model.api_key_email(call.workspace_id, call.body.get("email_prefix"))
-    except model.WorkspaceError as exc:
-        _bad(exc)
+    email = model.api_key_email(call.workspace_id, call.body.get("email_prefix"))
     async with call.pool.acquire() as conn:
         try:
             user_id = await store.create_api_key_user(conn, call.workspace_id, email,
