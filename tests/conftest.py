@@ -21,7 +21,8 @@ import pytest
 from contract import Contract
 from postroom.app import create_app
 from postroom.auth import model as auth_model, store as auth_store
-from postroom.platform import db, openapi
+from postroom import app as app_module
+from postroom.platform import db
 from postroom.platform.config import Settings
 from postroom.platform.migrations import migrate
 from postroom.workspaces import store as ws_store
@@ -113,7 +114,7 @@ async def app(settings, dsn, pool):
 @pytest.fixture(scope="session")
 def contract():
     """The OpenAPI document as a checker (tests/contract.py says what it holds requests and responses to)."""
-    return Contract(openapi.document())
+    return Contract(app_module.document())
 
 
 @pytest.fixture(scope="session")

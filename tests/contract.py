@@ -1,4 +1,4 @@
-"""Checks requests and responses against Postroom's OpenAPI document (postroom.platform.openapi).
+"""Checks requests and responses against Postroom's OpenAPI document (postroom.app.document).
 
 conftest.py hooks `Contract.check` into the `client` fixture, so every call a test makes through
 `client` is held to the document:

@@ -41,7 +41,8 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_headers_conformance, response_schema_conformance, status_code_conformance)
 
 from postroom.app import create_app
-from postroom.platform import observability, openapi
+from postroom import app as app_module
+from postroom.platform import observability
 from postroom.webhooks import delivery, model as webhooks_model
 
 FUZZ_EXAMPLES = int(os.environ.get("POSTROOM_FUZZ_EXAMPLES", "25"))
@@ -140,7 +141,7 @@ def _order(operation) -> tuple[int, str]:
 
 
 def run_fuzz(base_url: str, token: str, pins: Pins) -> tuple[list[str], list[str], dict]:
-    schema = schemathesis.openapi.from_dict(openapi.document())
+    schema = schemathesis.openapi.from_dict(app_module.document())
     operations = sorted((result.ok() for result in schema.get_all_operations()), key=_order)
     session = requests.Session()
     headers = {"Authorization": f"Bearer {token}"}

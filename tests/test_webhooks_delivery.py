@@ -671,10 +671,10 @@ async def test_statistics_of_bulk_filled_tables_are_refreshed_as_they_double(poo
 async def test_worker_loops_plan_every_statement_afresh_on_a_pool_of_their_own(dsn, settings, pool):
     from types import SimpleNamespace
 
-    from postroom import workers
+    from postroom import app, workers
 
     state = SimpleNamespace(settings=settings, dsn=dsn, pool=pool)
-    tasks = await workers.start(state)
+    tasks = await workers.start(state, app.loops())
     try:
         assert state.worker_pool is not pool
         async with state.worker_pool.acquire() as conn:

@@ -1,4 +1,4 @@
-"""Builds the ASGI application: every capability's endpoints behind one edge."""
+"""Builds the ASGI application from the capabilities' manifests, behind one edge."""
 
 from __future__ import annotations
 
@@ -6,35 +6,48 @@ import asyncio
 import contextlib
 from types import SimpleNamespace
 
-from starlette.routing import Router
+from starlette.routing import Route, Router
 
-from postroom.auth import api as auth_api
-from postroom.contacts import api as contacts_api, imports as contacts_imports
-from postroom.lists import api as lists_api
-from postroom.timeline import api as timeline_api
-from postroom.webhooks import api as webhooks_api
-from postroom.platform import db, observability, openapi
-from postroom.platform.config import Settings
-from postroom.platform.http import Api, Edge, error_response, json_response, route
-from postroom.workspaces import api as workspaces_api
 from postroom import workers as background
+from postroom.auth import api as auth_api, model as auth_model
+from postroom.auth.capability import CAPABILITY as AUTH
+from postroom.contacts.capability import CAPABILITY as CONTACTS
+from postroom.lists.capability import CAPABILITY as LISTS
+from postroom.platform import db, observability, openapi
+from postroom.platform.capability import Capability
+from postroom.platform.config import Settings
+from postroom.platform.http import Api, Edge, error_response, route
+from postroom.timeline.capability import CAPABILITY as TIMELINE
+from postroom.webhooks.capability import CAPABILITY as WEBHOOKS
+from postroom.workspaces.capability import CAPABILITY as WORKSPACES
 
-# Each module lists its /api endpoints in ENDPOINTS and may add other paths in ROUTES.
-CAPABILITIES = (auth_api, workspaces_api, contacts_api, contacts_imports, lists_api, timeline_api, webhooks_api,
-                openapi)
+DOCUMENT = openapi.Document(lambda: CAPABILITIES)
+
+# What the platform serves itself: the OpenAPI document and the probes.
+PLATFORM = Capability(
+    "platform", endpoints=[DOCUMENT.endpoint], operations=DOCUMENT.operations, paths=observability.PATHS,
+    routes=[Route("/healthz", observability.healthz, methods=None),
+            Route("/readyz", observability.readyz, methods=None),
+            Route("/metrics", observability.metrics_handler(auth_model.bearer_token), methods=None)])
+
+# The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
+CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, PLATFORM)
+
+
+def document() -> dict:
+    """The OpenAPI document as GET /api/openapi.json serves it."""
+    return DOCUMENT.as_dict()
 
 
 def build_api() -> Api:
-    api = Api()
+    api = Api(auth_api.authenticate, auth_api.authorize)
     for capability in CAPABILITIES:
-        api.extend(capability.ENDPOINTS)
+        api.extend(capability.endpoints)
     return api
 
 
-async def healthz(request):
-    if request.method not in ("GET", "HEAD"):
-        return error_response(405, "Method not allowed", {"Allow": "GET"})
-    return json_response({"status": "ok"})
+def loops() -> list:
+    return [loop for capability in CAPABILITIES for loop in capability.loops]
 
 
 async def not_found(scope, receive, send):
@@ -43,7 +56,7 @@ async def not_found(scope, receive, send):
 
 def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -> observability.Observed:
     """`pool` may be given by the caller (tests share one); otherwise the app opens its own.
-    With `workers`, the background loops (postroom.workers) run in this process too."""
+    With `workers`, the capabilities' loops (postroom.workers) run in this process too."""
     state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn)
     settings.ensure_secret_key()
     api = build_api()
@@ -57,7 +70,7 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -
         tasks = []
         try:
             if workers:
-                tasks = await background.start(state)
+                tasks = await background.start(state, loops())
             yield
         finally:
             for task in tasks:
@@ -72,10 +85,7 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -
     router = Router(
         routes=[
             # every method reaches the handler: a mismatch must get our JSON 405, not the router's text one
-            route("/healthz", healthz),
-            route("/readyz", observability.readyz),
-            route("/metrics", observability.metrics),
-            *[route(r.path, r.endpoint) for capability in CAPABILITIES for r in getattr(capability, "ROUTES", ())],
+            *[route(r.path, r.endpoint) for capability in CAPABILITIES for r in capability.routes],
             route("/api/{rest:path}", api.__call__),
         ],
         default=not_found,
@@ -83,4 +93,5 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -
     )
     # the access log and the request metrics see every answer, the edge's own errors included
     paths = [*api.endpoints, *(r.path for r in router.routes if "{" not in r.path)]
-    return observability.Observed(Edge(router, state, cors_origin=settings.cors_origin), state, paths)
+    probes = [probe for capability in CAPABILITIES for probe in capability.probes]
+    return observability.Observed(Edge(router, state, cors_origin=settings.cors_origin), state, paths, probes)

@@ -4,58 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import importlib
 import json
 import re
 import secrets
-import signal
 import sys
-from contextlib import contextmanager
 
+from postroom.platform.commands import CliError, database, install_stop_handlers, settle_memory, with_conn
 from postroom.platform.config import ConfigError, Settings
 
 
-# Modules with `register(subparsers)`; each command sets `run=fn(args, settings)` and may use
-# `database()` and `with_conn()` from here.
-PLUGINS: tuple[str, ...] = ("postroom.contacts.cli", "postroom.workers.cli")
-
-
-class CliError(Exception):
-    pass
-
-
-@contextmanager
-def database(settings: Settings, *, serving: bool = False):
-    """Yields a DSN: POSTROOM_DATABASE_URL, or the embedded server (started for the duration
-    of the command, or reached where `postroom serve` already runs it)."""
-    if settings.database_url:
-        yield settings.database_url
-        return
-    from postroom.platform.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, find_bin_dir
-
-    try:
-        find_bin_dir()
-        server = EmbeddedPostgres(settings.data_dir)
-        if serving:
-            server.acquire_serve_lock()
-        dsn = server.start()
-    except EmbeddedPostgresError as exc:
-        raise CliError(str(exc)) from None
-    try:
-        yield dsn
-    finally:
-        server.stop()
-
-
-async def with_conn(dsn: str, work):
-    from postroom.platform import db
-
-    conn = await db.connect(dsn)
-    try:
-        return await work(conn)
-    finally:
-        await conn.close()
 
 
 async def _migrate(conn) -> list[str]:
@@ -113,27 +70,6 @@ async def _bootstrap(conn, settings: Settings, public_url: str) -> str | None:
         f"    --header 'Content-Type: application/json' \\\n"
         f"    --data '{body}'\n"
     )
-
-
-def _exit_cleanly(signum, frame):
-    raise SystemExit(0)
-
-
-def settle_memory() -> None:
-    """For a long-running process, once its modules are loaded: what was allocated so far lives
-    as long as the process, so it is moved out of the garbage collector's sight (gc.freeze), and
-    the youngest generation is collected less often. Requests allocate many short-lived objects;
-    with the defaults, full collections walk every loaded module's objects and show up as
-    latency spikes under load."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
-
-
-def install_stop_handlers() -> None:
-    """SIGINT/SIGTERM end the process through normal unwinding, so `finally` blocks run."""
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    signal.signal(signal.SIGINT, _exit_cleanly)
 
 
 def cmd_serve(args, settings: Settings) -> None:
@@ -226,8 +162,13 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("--permissions", help="e.g. contacts:r,lists:rw (default: full access)")
     kc.set_defaults(run=cmd_apikey_create)
 
-    for module in PLUGINS:  # capabilities add their own commands
-        importlib.import_module(module).register(sub)
+    # the capabilities' commands (their manifests') and `postroom worker`; each sets
+    # `run=fn(args, settings)` and may use `database()` and `with_conn()` from here
+    from postroom import app
+    from postroom.workers import cli as workers_cli
+
+    for register in [*(r for capability in app.CAPABILITIES for r in capability.commands), workers_cli.register]:
+        register(sub)
     return p
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from postroom.contacts import bulk, bulk_store, model
+from postroom.platform import commands
 
 EXIT_REJECTED = 3  # the import ran, and some rows were rejected
 CONCURRENCY = 2    # chunks written at once (see bulk_store.write_batch)
@@ -53,35 +54,17 @@ def register(subparsers) -> None:
     exp.set_defaults(run=cmd_export)
 
 
-def _cli():
-    import postroom.cli  # the module that owns CliError, database() and with_conn()
-
-    return postroom.cli
-
-
-def _run(work):
-    """Runs a command body; its CliError is reported here too, so that the message and status
-    are right also when the CLI runs as `python -m postroom.cli` (a second copy of that module)."""
-    cli = _cli()
-    try:
-        return work()
-    except cli.CliError as exc:
-        print(f"postroom: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 async def _check_target(conn, workspace_id: str, list_ids: list[str]) -> None:
     from postroom.lists import store as lists_store
     from postroom.platform.migrations import migrate
     from postroom.workspaces import store as ws_store
 
-    cli = _cli()
     await migrate(conn)
     if await ws_store.get(conn, workspace_id) is None:
-        raise cli.CliError(f"workspace not found: {workspace_id}")
+        raise commands.CliError(f"workspace not found: {workspace_id}")
     unknown = await lists_store.unknown_list_ids(conn, workspace_id, list_ids) if list_ids else []
     if unknown:
-        raise cli.CliError(f"list not found: {', '.join(unknown)}")
+        raise commands.CliError(f"list not found: {', '.join(unknown)}")
 
 
 # ---------------------------------------------------------------- reading the file
@@ -127,7 +110,7 @@ def _csv_rows(raw, path: str):
             return [], None
         columns = bulk.CsvColumns(header)
     except (csv.Error, ValueError) as exc:
-        raise _cli().CliError(f"{path}: {exc}") from None
+        raise commands.CliError(f"{path}: {exc}") from None
 
     def rows():
         line = reader.line_num
@@ -137,7 +120,7 @@ def _csv_rows(raw, path: str):
             except StopIteration:
                 break
             except csv.Error as exc:  # the file cannot be split into rows from here on
-                raise _cli().CliError(f"{path}: line {reader.line_num}: {exc}") from None
+                raise commands.CliError(f"{path}: line {reader.line_num}: {exc}") from None
             start, line = line + 1, reader.line_num
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # a blank line
@@ -189,7 +172,7 @@ class _Rejects:
 async def _import(dsn: str, args, path: Path, fmt: str, rejects_path: Path) -> dict[str, int]:
     from postroom.platform import db
 
-    await _cli().with_conn(dsn, lambda conn: _check_target(conn, args.workspace, args.lists))
+    await commands.with_conn(dsn, lambda conn: _check_target(conn, args.workspace, args.lists))
     totals = {"created": 0, "updated": 0, "failed": 0}
     per_batch = args.chunk_size * CONCURRENCY  # rows read before a write: CONCURRENCY chunks at once
     pool = await db.create_pool(dsn, min_size=1, max_size=CONCURRENCY)
@@ -260,22 +243,21 @@ def _format_of(path: Path, given: str | None) -> str:
 
 
 def cmd_import(args, settings) -> None:
-    cli = _cli()
 
     def work():
         path = Path(args.file)
         if not path.is_file():
-            raise cli.CliError(f"no such file: {path}")
+            raise commands.CliError(f"no such file: {path}")
         if args.chunk_size < 1:
-            raise cli.CliError("--chunk-size must be at least 1")
+            raise commands.CliError("--chunk-size must be at least 1")
         rejects_path = Path(args.rejects) if args.rejects else path.with_name(path.name + ".rejected.csv")
-        with cli.database(settings) as dsn:
+        with commands.database(settings) as dsn:
             totals = asyncio.run(_import(dsn, args, path, _format_of(path, args.format), rejects_path))
         print(f"created {totals['created']}, updated {totals['updated']}, failed {totals['failed']}"
               + (f" (rejected rows with their reasons: {rejects_path})" if totals["failed"] else ""))
         return totals
 
-    totals = _run(work)
+    totals = work()
     if totals["failed"]:
         raise SystemExit(EXIT_REJECTED)
 
@@ -301,16 +283,15 @@ async def _export(conn, args, out) -> int:
 
 
 def cmd_export(args, settings) -> None:
-    cli = _cli()
     out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=False)
 
     def work():
-        with cli.database(settings) as dsn:
-            asyncio.run(cli.with_conn(dsn, lambda conn: _export(conn, args, out)))
+        with commands.database(settings) as dsn:
+            asyncio.run(commands.with_conn(dsn, lambda conn: _export(conn, args, out)))
         out.flush()
 
     try:
-        _run(work)
+        work()
     except BrokenPipeError:  # e.g. `| head`: the reader is gone, which is not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None

@@ -139,11 +139,20 @@ def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
     return value
 
 
-class Api:
-    """Dispatches /api/* by exact path to the registered endpoints."""
+# authenticate(request, state) -> principal, raising a RuleError (401) for a missing or bad token;
+# authorize(state, principal, workspace_id, resource, write) -> membership, raising 403.
+Authenticate = Callable[[Request, Any], Awaitable[Any]]
+Authorize = Callable[[Any, Any, str, "str | None", bool], Awaitable[Any]]
 
-    def __init__(self) -> None:
+
+class Api:
+    """Dispatches /api/* by exact path to the registered endpoints. Who may call is decided by
+    the `authenticate` and `authorize` given (the auth capability's), before the handler runs."""
+
+    def __init__(self, authenticate: Authenticate, authorize: Authorize) -> None:
         self.endpoints: dict[str, Endpoint] = {}
+        self.authenticate = authenticate
+        self.authorize = authorize
 
     def add(self, endpoint: Endpoint) -> None:
         if endpoint.path in self.endpoints:
@@ -161,9 +170,7 @@ class Api:
         state = request.app.state
         principal = None
         if endpoint.auth != "none":
-            from postroom.auth import api as auth_api  # the auth capability owns token rules
-
-            principal = await auth_api.authenticate(request, state)
+            principal = await self.authenticate(request, state)
         if request.method != endpoint.method:
             return error_response(405, "Method not allowed", {"Allow": endpoint.method})
         body: dict = {}
@@ -175,10 +182,7 @@ class Api:
                 query_param(request.query_params, endpoint.workspace_param)
             workspace_id = workspace_from(raw, endpoint.missing_workspace, endpoint.workspace_param)
             request.state.workspace_id = workspace_id  # for the access log (platform.observability)
-            from postroom.auth import api as auth_api
-
-            membership = await auth_api.authorize(
-                state, principal, workspace_id, endpoint.resource, endpoint.write)
+            membership = await self.authorize(state, principal, workspace_id, endpoint.resource, endpoint.write)
         call = Call(request, body, request.query_params, principal, workspace_id, state.pool, membership)
         result = await endpoint.handler(call)
         if isinstance(result, Response):

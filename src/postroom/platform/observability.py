@@ -6,11 +6,11 @@
   confirmation link carries one) or a body.
 - `GET /metrics`: Prometheus text format from prometheus_client, one registry per app. Request
   counts and latency histograms are labelled by endpoint, the route's own path: a path that no
-  route serves is counted as `unmatched`, so clients cannot create series. Queue depths and the
-  pool's figures are read when scraped. With POSTROOM_METRICS_TOKEN set, the scrape must send it
-  as `Authorization: Bearer <token>`.
+  route serves is counted as `unmatched`, so clients cannot create series. The capabilities'
+  probes (queue depths, from their manifests) and the pool's figures are read when scraped. With
+  POSTROOM_METRICS_TOKEN set, the scrape must send it as `Authorization: Bearer <token>`.
 - `GET /readyz`: 200 when the database answers and every migration shipped is applied, else 503
-  JSON. (`GET /healthz`, in app.py, is liveness: the process answers, without the database.)
+  JSON. `GET /healthz` is liveness: the process answers, without the database.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import hmac
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import msgspec
@@ -28,7 +29,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily
 from starlette.responses import Response
 
+from postroom.platform.capability import Probe
+from postroom.platform.errors import RuleError
 from postroom.platform.http import DB_UNAVAILABLE, error_response, json_response
+from postroom.platform.openapi import STRING, error_refs, json_content, obj
 
 ACCESS_LOGGER = "postroom.access"
 UNMATCHED = "unmatched"
@@ -95,7 +99,8 @@ class _Clock:
 class Metrics:
     """The registry of one app: request series, plus figures read at scrape time."""
 
-    def __init__(self) -> None:
+    def __init__(self, probes: Sequence[Probe] = ()) -> None:
+        self.probes = tuple(probes)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("postroom_http_requests", "HTTP requests answered, by endpoint, method and status.",
                                 ("endpoint", "method", "status"), registry=self.registry)
@@ -124,8 +129,8 @@ class Metrics:
         duration.observe(seconds)
 
     async def refresh(self, pool) -> None:
-        """Reads the queue depths from the database (bounded in time); on failure they are left
-        out of the scrape and postroom_database_up is 0."""
+        """Runs the capabilities' probes (queue depths) against the database, bounded in time. A
+        probe that fails is left out of the scrape; with no connection postroom_database_up is 0."""
         self.pool = pool
         if pool is None:  # the app's lifespan has not opened it
             self.sample = {"up": 0}
@@ -133,10 +138,13 @@ class Metrics:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 async with pool.acquire() as conn:
-                    try:
-                        self.sample = {"up": 1, **dict(await conn.fetchrow(QUEUE_DEPTHS))}
-                    except asyncpg.PostgresError:  # it answers, without these tables: migrations pending
-                        self.sample = {"up": 1}
+                    rows = {}
+                    for probe in self.probes:
+                        try:
+                            rows[probe] = await conn.fetchrow(probe.query)
+                        except asyncpg.PostgresError:  # it answers, without these tables: migrations pending
+                            pass
+                    self.sample = {"up": 1, "rows": rows}
         except (*DB_UNAVAILABLE, asyncpg.PostgresError):  # no connection (a refused login included)
             self.sample = {"up": 0}
 
@@ -145,15 +153,6 @@ class Metrics:
         OpenMetrics or text 1.0.0 on request. Returns (body, content type)."""
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
-
-
-# Each count reads a partial index: the outbox's undispatched events, the delivery queue's
-# pending and in-flight rows (delivered and failed rows are the log, not the queue).
-QUEUE_DEPTHS = """
-SELECT (SELECT count(*) FROM events WHERE webhooks_dispatched_at IS NULL) AS outbox,
-       (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
-       (SELECT count(*) FROM webhook_deliveries WHERE status = 'delivering') AS delivering
-"""
 
 
 class _Sampled:
@@ -174,16 +173,8 @@ class _Sampled:
             yield GaugeMetricFamily("postroom_database_up",
                                     "1 when the last scrape's queries were answered by the database, else 0.",
                                     value=sample["up"])
-        if "outbox" in sample:
-            yield GaugeMetricFamily("postroom_outbox_events_pending",
-                                    "Outbox events not yet fanned out to webhook subscriptions.",
-                                    value=sample["outbox"])
-            queue = GaugeMetricFamily("postroom_webhook_deliveries_queued",
-                                      "Webhook deliveries waiting (pending) or being attempted (delivering).",
-                                      labels=("status",))
-            queue.add_metric(("pending",), sample["pending"])
-            queue.add_metric(("delivering",), sample["delivering"])
-            yield queue
+        for probe, row in sample.get("rows", {}).items():
+            yield from probe.collect(row)
         pool = m.pool
         if pool is not None:
             size, idle = pool.get_size(), pool.get_idle_size()
@@ -206,11 +197,11 @@ class Observed:
     in scope["state"]["workspace_id"]); None when there is none.
     """
 
-    def __init__(self, app, state, paths) -> None:
+    def __init__(self, app, state, paths, probes: Sequence[Probe] = ()) -> None:
         self.app = app
         self.state = state
         self.paths = {p: p for p in paths}
-        self.metrics = state.metrics = Metrics()
+        self.metrics = state.metrics = Metrics(probes)
         self.log = access_logger()
         self.out = _Stdout()
         self.clock = _Clock()
@@ -255,23 +246,34 @@ class Observed:
 
 # ---------------------------------------------------------------- /metrics and /readyz
 
-async def metrics(request) -> Response:
+def metrics_handler(bearer_token: Callable[[str | None], str]):
+    """GET /metrics. With POSTROOM_METRICS_TOKEN set, `bearer_token` (the auth capability's
+    rule) reads the Authorization header, raising a RuleError for a missing or malformed one."""
+
+    async def metrics(request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return error_response(405, "Method not allowed", {"Allow": "GET"})
+        state = request.app.state
+        expected = state.settings.metrics_token
+        if expected:
+            try:
+                given = bearer_token(request.headers.get("authorization"))
+            except RuleError as exc:
+                return error_response(exc.status, exc.message, {"WWW-Authenticate": "Bearer"})
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return error_response(401, "Invalid metrics token", {"WWW-Authenticate": "Bearer"})
+        await state.metrics.refresh(state.pool)
+        body, content_type = state.metrics.render(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
+
+    return metrics
+
+
+async def healthz(request) -> Response:
+    """Liveness: the process answers; the database is not asked."""
     if request.method not in ("GET", "HEAD"):
         return error_response(405, "Method not allowed", {"Allow": "GET"})
-    state = request.app.state
-    expected = state.settings.metrics_token
-    if expected:
-        from postroom.auth import model as auth_model  # the auth capability owns the header rules
-
-        try:
-            given = auth_model.bearer_token(request.headers.get("authorization"))
-        except auth_model.AuthError as exc:
-            return error_response(exc.status, exc.message, {"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return error_response(401, "Invalid metrics token", {"WWW-Authenticate": "Bearer"})
-    await state.metrics.refresh(state.pool)
-    body, content_type = state.metrics.render(request.headers.get("accept"))
-    return Response(body, headers={"Content-Type": content_type})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request) -> Response:
@@ -293,3 +295,31 @@ async def readyz(request) -> Response:
     if pending:
         return error_response(503, f"migrations pending: {', '.join(pending)}", {"Retry-After": "5"})
     return json_response({"status": "ready"})
+
+
+def _probe_paths(operation_id: str, summary: str, ok: dict, errors=(), description: str | None = None,
+                 security: list | None = None) -> dict:
+    """GET, and HEAD (the same answer without a body)."""
+    get = {"summary": summary, "tags": ["platform"], "operationId": operation_id, "security": security or [],
+           "responses": {"200": ok, **error_refs(errors)}}
+    if description:
+        get["description"] = description
+    head = dict(get, operationId="head" + operation_id.removeprefix("get"), summary=summary + " (headers only)",
+                responses={status: {"description": r.get("description", "see GET")}
+                           for status, r in get["responses"].items()})
+    return {"get": get, "head": head}
+
+
+# The OpenAPI path items of the probes above.
+PATHS = {
+    "/healthz": _probe_paths("getLiveness", "Liveness: the process answers (the database is not asked)",
+                             json_content(obj({"status": {"const": "ok"}}, ["status"]))),
+    "/readyz": _probe_paths("getReadiness", "Readiness: the database answers and no migration is pending",
+                            json_content(obj({"status": {"const": "ready"}}, ["status"]), "ready"), [503],
+                            "503 `database unavailable` or `migrations pending: ...` when not ready."),
+    "/metrics": _probe_paths("getMetrics", "Prometheus metrics",
+                             {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {"schema": STRING}}}, [401],
+                             "No token unless POSTROOM_METRICS_TOKEN is set; then `Bearer <that token>`.",
+                             [{}, {"MetricsToken": []}]),
+}

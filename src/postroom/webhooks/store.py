@@ -318,3 +318,12 @@ async def prune(pool, retention_days: float, batch: int = 5000) -> int:
 
 # The tables the dispatcher fills, whose statistics it keeps fresh (platform.db.GrowthStats).
 QUEUE_TABLES = ("events", "webhook_deliveries")
+
+
+# /metrics: each count reads a partial index: the outbox's undispatched events, the delivery
+# queue's pending and in-flight rows (delivered and failed rows are the log, not the queue).
+QUEUE_DEPTHS = """
+SELECT (SELECT count(*) FROM events WHERE webhooks_dispatched_at IS NULL) AS outbox,
+       (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM webhook_deliveries WHERE status = 'delivering') AS delivering
+"""

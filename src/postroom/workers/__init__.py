@@ -8,6 +8,9 @@ the loops coordinate through PostgreSQL alone.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+
+from postroom.platform.capability import Loop
 
 
 # The loops' statements run against queue tables whose size swings by orders of magnitude within
@@ -20,16 +23,16 @@ SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 POOL_MAX = 6  # the dispatcher, the wake-up listener, the delivery loop, with room for a pass of each
 
 
-async def start(state) -> list[asyncio.Task]:
-    """Starts every worker loop on a pool of the loops' own (`state.worker_pool`, opened here from
-    `state.dsn`); returns their tasks. `close` (or `stop`) closes that pool.
+async def start(state, loops: Sequence[Loop]) -> list[asyncio.Task]:
+    """Starts the capabilities' loops (their manifests', app.loops()) on a pool of the loops' own
+    (`state.worker_pool`, opened here from `state.dsn`); returns their tasks. `close` (or `stop`)
+    closes that pool.
 
     They stop gracefully when `state.workers_stop` (an asyncio.Event, created here when absent)
     is set: no new work is claimed, attempts in flight finish and are recorded. Cancelling the
     tasks stops them at once; what was in flight is then retried by any worker after its lease.
     """
     from postroom.platform import db
-    from postroom.webhooks import delivery as webhooks
 
     stop = getattr(state, "workers_stop", None)
     if stop is None:
@@ -38,7 +41,7 @@ async def start(state) -> list[asyncio.Task]:
         state.worker_pool = await db.create_pool(state.dsn, min_size=1, max_size=POOL_MAX,
                                                  timeout=state.settings.db_timeout,
                                                  server_settings=SESSION_SETTINGS)
-    return [*webhooks.start(state.worker_pool, state.settings, stop)]
+    return [task for loop in loops for task in loop(state.worker_pool, state.settings, stop)]
 
 
 async def close(state) -> None:

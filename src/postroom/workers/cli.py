@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def cmd_worker(args, settings) -> None:
-    from postroom.cli import database, install_stop_handlers, with_conn
+    from postroom.platform.commands import database, install_stop_handlers, with_conn
     from postroom.platform.migrations import migrate
 
     install_stop_handlers()  # a signal during start-up still unwinds (and stops an embedded server)
@@ -40,7 +40,7 @@ def cmd_worker(args, settings) -> None:
 
 
 async def run(dsn: str, settings) -> None:
-    from postroom import workers
+    from postroom import app, workers
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -55,8 +55,8 @@ async def run(dsn: str, settings) -> None:
         loop.add_signal_handler(sig, on_signal)
     state = SimpleNamespace(settings=settings, dsn=dsn, workers_stop=stop)
     try:
-        tasks = await workers.start(state)
-        from postroom.cli import settle_memory
+        tasks = await workers.start(state, app.loops())
+        from postroom.platform.commands import settle_memory
 
         settle_memory()  # now that the loops' modules are loaded
         print(f"postroom worker: running {', '.join(t.get_name() for t in tasks)}", file=sys.stderr, flush=True)
