@@ -123,7 +123,7 @@ async def subscribe(call: Call):
         model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids), False)
     # Lists first, so that a bad list id leaves the contact untouched. The contact's upsert is
     # its own transaction (contacts.store.upsert); the memberships follow in another one.
-    await contacts_store.upsert(call.pool, ws, incoming)
+    await contacts_store.upsert(call.pool, ws, incoming, after_write=store.sync_contact_created_at)
     email = incoming["email"]
     async with call.pool.acquire() as conn, conn.transaction():
         rows = model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids, share=True), False)

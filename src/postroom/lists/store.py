@@ -142,7 +142,8 @@ UPDATE contact_lists cl SET contact_created_at = x.created_at
 async def sync_contact_created_at(conn, workspace_id: str, emails: list[str]) -> None:
     """Copies each contact's created_at onto its memberships (removed ones included). Call it in
     the transaction that changed the created_at of these contacts, after the change, with those
-    contacts locked (FOR UPDATE, as an UPDATE does): see contact_created_at above."""
+    contacts locked (FOR UPDATE, as an UPDATE does): see contact_created_at above. It is the
+    `after_write` every caller of contacts' writes passes (contacts.store.AfterWrite)."""
     if emails:
         await conn.execute(SYNC_CONTACT_CREATED_AT, workspace_id, list(emails))
 
