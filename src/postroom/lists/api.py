@@ -19,6 +19,7 @@ from postroom.lists import model, store
 from postroom.platform.errors import RuleError
 from postroom.platform.http import (
     Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
+from postroom.workspaces import secrets
 
 LIST_NOT_FOUND = "list not found"
 MEMBERSHIP_NOT_FOUND = "Contact list relationship not found"
@@ -55,7 +56,7 @@ def _links(request, conn, workspace_id: str, email: str):
 
     async def link(list_id: str) -> str:
         if not secret:
-            secret.append(await store.workspace_secret(conn, workspace_id, settings.key_bytes))
+            secret.append(await secrets.workspace_secret(conn, workspace_id, settings.key_bytes, model.CONFIRM_SECRET))
         return model.confirm_url(base, secret[0], workspace_id, list_id, email, time.time())
 
     return link
@@ -267,7 +268,8 @@ async def public_confirm(request):
         raise RuleError(model.INVALID_LINK)  # each part once, as it was signed
     req = model.parse_confirm(params)
     async with state.pool.acquire() as conn:
-        secret = await store.workspace_secret(conn, req.workspace_id, state.settings.key_bytes, create=False)
+        secret = await secrets.workspace_secret(conn, req.workspace_id, state.settings.key_bytes, model.CONFIRM_SECRET,
+                                                create=False)
         model.check_confirm(secret, req, time.time())
         async with conn.transaction():
             found = await store.lists_by_ids(conn, req.workspace_id, [req.list_id], share=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 from postroom.lists import model
-from postroom.platform import secrets as sealed_secrets
 
 # ---------------------------------------------------------------- reading memberships
 
@@ -438,46 +437,6 @@ async def members_page(conn, workspace_id: str, lst, limit: int, after: str | No
     more = len(rows) > limit
     page = [membership_wire(_with_name(row, lst)) for row in rows[:limit]]
     return page, (page[-1]["email"] if more else None)
-
-
-# ---------------------------------------------------------------- workspace secrets
-
-GET_SECRET = "SELECT sealed FROM workspace_secrets WHERE workspace_id = $1 AND name = $2"
-
-PUT_SECRET = """
-INSERT INTO workspace_secrets (workspace_id, name, sealed) VALUES ($1, $2, $3)
-ON CONFLICT (workspace_id, name) DO NOTHING
-RETURNING sealed
-"""
-
-CONFIRM_SECRET = "confirm_links"
-
-
-class SecretUnreadable(RuntimeError):
-    """A stored secret does not open with this process's SECRET_KEY: a configuration fault."""
-
-
-def _open(key_bytes: bytes, workspace_id: str, name: str, sealed: bytes) -> bytes:
-    try:
-        return sealed_secrets.decrypt(key_bytes, sealed, model.secret_context(workspace_id, name))
-    except sealed_secrets.SecretError:
-        raise SecretUnreadable(
-            f"the {name} secret of workspace {workspace_id} cannot be opened with this SECRET_KEY: "
-            "every process must share the key the secret was sealed with") from None
-
-
-async def workspace_secret(conn, workspace_id: str, key_bytes: bytes, name: str = CONFIRM_SECRET,
-                           create: bool = True) -> bytes | None:
-    """The workspace's secret `name`, made (random, sealed) on first use when `create`."""
-    sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
-    if sealed is None:
-        if not create:
-            return None
-        fresh = sealed_secrets.encrypt(key_bytes, model.new_secret(), model.secret_context(workspace_id, name))
-        sealed = await conn.fetchval(PUT_SECRET, workspace_id, name, fresh)
-        if sealed is None:  # made by a concurrent process first: use that one
-            sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
-    return _open(key_bytes, workspace_id, name, sealed)
 
 
 # ---------------------------------------------------------------- rate limits of the public form
