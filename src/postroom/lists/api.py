@@ -16,6 +16,7 @@ from starlette.routing import Route
 from postroom.auth.model import permission_error
 from postroom.contacts import model as contacts_model, query as contacts_query, store as contacts_store
 from postroom.lists import model, store
+from postroom.platform import ratelimit
 from postroom.platform.errors import RuleError
 from postroom.platform.http import (
     Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
@@ -247,7 +248,8 @@ async def public_subscribe(request):
     async with state.pool.acquire() as conn:
         # An unknown workspace has no lists: it answers like an unknown list, nothing more.
         model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids), True)
-        wait = await store.count_attempt(conn, ws, model.rate_buckets(email, client_address(request)))
+        wait = await ratelimit.count_attempt(conn, ws, model.rate_buckets(email, client_address(request)),
+                                             model.RATE_WINDOW)
         if wait is not None:
             raise RuleError(model.RATE_LIMITED, 429, {"Retry-After": str(wait)})
         async with conn.transaction():

@@ -256,6 +256,8 @@ def check_lists(wanted: list[str], found: dict, public: bool) -> list:
 
 
 # ---------------------------------------------------------------- public subscribe rate limits
+#
+# The policy of the public form; the counting is postroom.platform.ratelimit's.
 
 RATE_WINDOW = 60          # seconds, fixed windows on the database's clock
 EMAIL_LIMIT = 10          # subscribe attempts per email per window (per workspace)
@@ -264,7 +266,7 @@ RATE_LIMITED = "Too many subscription attempts. Please try again in a few minute
 
 
 def rate_buckets(email: str, ip: str | None) -> dict[str, int]:
-    """bucket name -> its limit, for one public subscribe attempt."""
+    """bucket name -> its limit, for one public subscribe attempt (platform.ratelimit.count_attempt)."""
     buckets = {"email:" + email: EMAIL_LIMIT}
     if ip:
         buckets["ip:" + ip] = IP_LIMIT

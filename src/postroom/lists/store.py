@@ -7,8 +7,6 @@ change and its side effects cannot part, and a batch of any size costs one round
 
 from __future__ import annotations
 
-import random
-
 from postroom.lists import model
 
 # ---------------------------------------------------------------- reading memberships
@@ -437,33 +435,3 @@ async def members_page(conn, workspace_id: str, lst, limit: int, after: str | No
     more = len(rows) > limit
     page = [membership_wire(_with_name(row, lst)) for row in rows[:limit]]
     return page, (page[-1]["email"] if more else None)
-
-
-# ---------------------------------------------------------------- rate limits of the public form
-
-# One atomic upsert per attempt counts it in every bucket at once, on the database's clock, so
-# all API processes share the counters. Buckets come sorted: one lock order for everyone.
-HIT = """
-WITH w AS (SELECT to_timestamp(floor(extract(epoch FROM now()) / $3) * $3) AS start)
-INSERT INTO subscribe_rate_limits AS r (workspace_id, bucket, window_start, hits)
-SELECT $1, b, w.start, 1 FROM unnest($2::text[]) AS b, w
-ON CONFLICT (workspace_id, bucket) DO UPDATE
-   SET hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + 1 ELSE 1 END,
-       window_start = EXCLUDED.window_start
-RETURNING r.bucket, r.hits,
-          greatest(1, ceil(extract(epoch FROM r.window_start - now()) + $3))::int AS retry_after
-"""
-
-SWEEP = """
-DELETE FROM subscribe_rate_limits WHERE workspace_id = $1 AND window_start < now() - interval '1 hour'
-"""
-
-
-async def count_attempt(conn, workspace_id: str, buckets: dict[str, int]) -> int | None:
-    """Counts one attempt in each bucket; the seconds to wait when any is over its limit, else None."""
-    names = sorted(buckets)
-    rows = await conn.fetch(HIT, workspace_id, names, model.RATE_WINDOW)
-    if random.random() < 0.01:  # now and then, forget the windows long gone
-        await conn.execute(SWEEP, workspace_id)
-    over = [row["retry_after"] for row in rows if row["hits"] > buckets[row["bucket"]]]
-    return max(over) if over else None
