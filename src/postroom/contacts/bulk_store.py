@@ -35,6 +35,8 @@ import asyncpg
 import msgspec
 
 from postroom.contacts import bulk, model, store as contacts_store
+from postroom.events import store as events
+from postroom.timeline import store as timeline
 
 _encode = msgspec.json.Encoder().encode
 COLUMNS = ", ".join(model.FIELDS)
@@ -77,6 +79,10 @@ def _value(f: str) -> str:
 # were inserted: fewer than planned means a concurrent create, and the caller rolls back and retries.
 # (Data-modifying CTEs all run, read or not. The arrays are read twice rather than through a
 # materialised CTE, which would copy every event into a tuplestore, on disk beyond work_mem.)
+_ENTRIES = """SELECT $1, x.email, x.kind, 'contact', x.email, x.changes::jsonb
+      FROM unnest($2::text[], $3::text[], $4::text[]) AS x(email, kind, changes)"""
+_EVENTS = """SELECT $1, x.kind, x.email, x.event::jsonb
+      FROM unnest($2::text[], $3::text[], $5::text[]) AS x(email, kind, event)"""
 APPLY = f"""
 WITH updated AS (
     UPDATE contacts c SET {', '.join(f'{f} = {_value(f)}' for f in _UPDATED)}
@@ -89,13 +95,9 @@ WITH updated AS (
     ON CONFLICT (workspace_id, email) DO NOTHING
     RETURNING 1
 ), entry AS (
-    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
-    SELECT $1, x.email, x.kind, 'contact', x.email, x.changes::jsonb
-      FROM unnest($2::text[], $3::text[], $4::text[]) AS x(email, kind, changes)
+    {timeline.insert_sql(_ENTRIES)}
 ), event AS (
-    INSERT INTO events (workspace_id, type, subject, data)
-    SELECT $1, x.kind, x.email, x.event::jsonb
-      FROM unnest($2::text[], $3::text[], $5::text[]) AS x(email, kind, event)
+    {events.insert_sql(_EVENTS)}
 )
 SELECT count(*) FROM inserted
 """

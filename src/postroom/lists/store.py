@@ -7,7 +7,9 @@ change and its side effects cannot part, and a batch of any size costs one round
 
 from __future__ import annotations
 
+from postroom.events import store as events
 from postroom.lists import model
+from postroom.timeline import store as timeline
 
 # ---------------------------------------------------------------- reading memberships
 
@@ -49,25 +51,25 @@ def _rfc3339(column: str) -> str:
 #   event data:       {"contact_list": {email, list_id, list_name, status, created_at, updated_at},
 #                      "previous_status", and "confirm_url" on list.pending}.
 # The confirmation link rides along until Postroom sends the confirmation email itself.
-_RECORDED = f"""
-, entry AS (
-    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
-    SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
+_ENTRIES = """SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
            jsonb_build_object('status', jsonb_build_object('old', c.old_status, 'new', c.new_status))
+           || CASE WHEN c.confirm_url IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('confirm_url', c.confirm_url) END
+      FROM changed c"""
+_EVENTS = f"""SELECT $1, c.kind, c.email,
+           jsonb_build_object('contact_list', jsonb_build_object(
+                                  'email', c.email, 'list_id', c.list_id, 'list_name', c.list_name,
+                                  'status', c.status, 'created_at', {_rfc3339('c.created_at')},
+                                  'updated_at', {_rfc3339('c.updated_at')}),
+                              'previous_status', c.old_status)
            || CASE WHEN c.confirm_url IS NULL THEN '{{}}'::jsonb
                    ELSE jsonb_build_object('confirm_url', c.confirm_url) END
-      FROM changed c
+      FROM changed c"""
+_RECORDED = f"""
+, entry AS (
+    {timeline.insert_sql(_ENTRIES)}
 )
-INSERT INTO events (workspace_id, type, subject, data)
-SELECT $1, c.kind, c.email,
-       jsonb_build_object('contact_list', jsonb_build_object(
-                              'email', c.email, 'list_id', c.list_id, 'list_name', c.list_name,
-                              'status', c.status, 'created_at', {_rfc3339('c.created_at')},
-                              'updated_at', {_rfc3339('c.updated_at')}),
-                          'previous_status', c.old_status)
-       || CASE WHEN c.confirm_url IS NULL THEN '{{}}'::jsonb
-               ELSE jsonb_build_object('confirm_url', c.confirm_url) END
-  FROM changed c
+{events.insert_sql(_EVENTS)}
 RETURNING id
 """
 
