@@ -110,6 +110,7 @@ def mb(kb: int | None) -> float:
 
 async def main(args) -> None:
     from postroom.contacts import model, store
+    from postroom.lists import store as lists_store
     from postroom.platform import db
     from postroom.platform.config import Settings
 
@@ -140,7 +141,9 @@ async def main(args) -> None:
             try:
                 t0 = time.perf_counter()
                 for ws in ("bench", "bench-direct"):
-                    await bench.run_tasks(lambda c, ws=ws: store.upsert(pool, ws, c), seed, args.concurrency)
+                    await bench.run_tasks(
+                        lambda c, ws=ws: store.upsert(pool, ws, c, after_write=lists_store.sync_contact_created_at),
+                        seed, args.concurrency)
                 print(f"seeded {len(seed)} existing contacts in each workspace in {time.perf_counter() - t0:.1f} s;"
                       f" measuring {args.count} upserts after {warmup} warm-up, concurrency {args.concurrency},"
                       f" pool {settings.pool_min}..{settings.pool_max}")
@@ -172,7 +175,7 @@ async def main(args) -> None:
             actions: dict[str, int] = {}
 
             async def upsert(c):
-                action, _ = await store.upsert(pool, "bench-direct", c)
+                action, _ = await store.upsert(pool, "bench-direct", c, after_write=lists_store.sync_contact_created_at)
                 actions[action] = actions.get(action, 0) + 1
 
             try:

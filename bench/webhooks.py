@@ -107,6 +107,7 @@ async def main(args) -> None:
     import secrets as pysecrets
 
     from postroom.contacts import store as contacts
+    from postroom.lists import store as lists_store
     from postroom.platform import db
     from postroom.platform.config import signing_key
     from postroom.webhooks import model, store as webhooks
@@ -148,7 +149,8 @@ async def main(args) -> None:
                         wait = first + i / args.rate - time.monotonic()
                         if wait > 0:
                             await asyncio.sleep(wait)
-                    await contacts.upsert(pool, "bench", {"email": email, "first_name": "Bench"})
+                    await contacts.upsert(pool, "bench", {"email": email, "first_name": "Bench"},
+                                          after_write=lists_store.sync_contact_created_at)
                     written[email] = time.monotonic()
 
             await asyncio.gather(*(writer() for _ in range(args.concurrency)))
@@ -167,7 +169,8 @@ async def main(args) -> None:
 
             async def backlog_writer():
                 for email in queue:
-                    await contacts.upsert(pool, "bench", {"email": email, "first_name": "Bench"})
+                    await contacts.upsert(pool, "bench", {"email": email, "first_name": "Bench"},
+                                          after_write=lists_store.sync_contact_created_at)
 
             await asyncio.gather(*(backlog_writer() for _ in range(args.concurrency)))
             Receiver.arrivals = {}

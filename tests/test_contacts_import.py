@@ -8,6 +8,7 @@ import pytest
 from helpers import assert_json_error
 
 from postroom.contacts import bulk, bulk_store, imports, model, store as contacts_store
+from postroom.lists import store as lists_store
 
 IMPORT = "/api/contacts.import"
 UTC = dt.timezone.utc
@@ -326,7 +327,8 @@ async def test_contact_created_concurrently_is_merged_not_overwritten(ws, pool):
         await tx.start()
         await other.execute("INSERT INTO contacts (workspace_id, email, first_name, created_at, updated_at) "
                             "VALUES ($1, $2, 'FromOther', now(), now())", ws.id, email)
-        task = asyncio.create_task(bulk_store.write_batch(pool, ws.id, batch))
+        task = asyncio.create_task(bulk_store.write_batch(pool, ws.id, batch,
+                                                          after_write=lists_store.sync_contact_created_at))
         # wait (bounded) until the import is blocked on the other transaction's row
         for _ in range(500):
             waiting = await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
@@ -354,7 +356,8 @@ async def test_an_error_not_about_a_row_stops_the_batch(ws, pool, monkeypatch):
     for i in range(50):
         batch.defer({"email": f"x{i}@example.com"})
     with pytest.raises(asyncpg.UndefinedColumnError):
-        await asyncio.wait_for(bulk_store.write_batch(pool, ws.id, batch, chunk_size=5, concurrency=2), 30)
+        await asyncio.wait_for(bulk_store.write_batch(pool, ws.id, batch, chunk_size=5, concurrency=2,
+                                                      after_write=lists_store.sync_contact_created_at), 30)
     assert await count(pool, "contacts", ws.id) == 0
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from conftest import SECRET
 from postroom.contacts import bulk, bulk_store, imports, model
+from postroom.lists import store as lists_store
 from postroom.platform import embedded_pg
 
 IMPORT = "/api/contacts.import"
@@ -178,7 +179,7 @@ async def test_sigkill_in_the_middle_of_an_import_leaves_whole_chunks_and_a_reru
         seed = bulk.Batch()
         for row in seed_rows(ROWS):
             assert seed.add(row)
-        await bulk_store.write_batch(pool, ws.id, seed)
+        await bulk_store.write_batch(pool, ws.id, seed, after_write=lists_store.sync_contact_created_at)
     seeded = {c["email"] for c in seed_rows(ROWS)}
     before = await state(pool, killed.id)
     body = json.dumps({"workspace_id": killed.id, "contacts": rows}).encode()

@@ -10,8 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from postroom.app import create_app
-from postroom.lists import model, store
+from postroom.lists import model
 from postroom.platform import secrets as sealed_secrets
+from postroom.workspaces import secrets as ws_secrets
 
 from test_lists import add, list_events, list_timeline, make_list, membership
 
@@ -207,7 +208,7 @@ async def test_expired_link(client, ws, pool, settings):
     await make_list(client, ws, "doi", is_public=True, is_double_optin=True)
     await public(client, ws.id, {"email": "fan@example.com"}, ["doi"])
     async with pool.acquire() as conn:
-        secret = await store.workspace_secret(conn, ws.id, settings.key_bytes)
+        secret = await ws_secrets.workspace_secret(conn, ws.id, settings.key_bytes, model.CONFIRM_SECRET)
     old = model.confirm_url("http://x", secret, ws.id, "doi", "fan@example.com", time.time() - model.CONFIRM_TTL - 10)
     r = await client.get(local(old))
     assert r.status_code == 400 and r.json() == {"error": "confirmation link has expired"}
@@ -338,23 +339,24 @@ async def test_secret_is_sealed_and_bound_to_its_row(client, ws, new_workspace, 
     await public(client, ws.id, {"email": "fan@example.com"}, ["doi"])
     async with pool.acquire() as conn:
         sealed = bytes(await conn.fetchval("SELECT sealed FROM workspace_secrets WHERE workspace_id = $1"
-                                           " AND name = $2", ws.id, store.CONFIRM_SECRET))
-        secret = await store.workspace_secret(conn, ws.id, settings.key_bytes)
-        again = await store.workspace_secret(conn, ws.id, settings.key_bytes)
-    assert len(secret) == model.SECRET_BYTES and again == secret
-    assert secret not in sealed and len(sealed) > model.SECRET_BYTES + 12
-    context = model.secret_context(ws.id, store.CONFIRM_SECRET)
+                                           " AND name = $2", ws.id, model.CONFIRM_SECRET))
+        secret = await ws_secrets.workspace_secret(conn, ws.id, settings.key_bytes, model.CONFIRM_SECRET)
+        again = await ws_secrets.workspace_secret(conn, ws.id, settings.key_bytes, model.CONFIRM_SECRET)
+    assert len(secret) == ws_secrets.SECRET_BYTES and again == secret
+    assert secret not in sealed and len(sealed) > ws_secrets.SECRET_BYTES + 12
+    context = ws_secrets.secret_context(ws.id, model.CONFIRM_SECRET)
     assert sealed_secrets.decrypt(settings.key_bytes, sealed, context) == secret
     with pytest.raises(sealed_secrets.SecretError):  # copied to another workspace, it does not open
-        sealed_secrets.decrypt(settings.key_bytes, sealed, model.secret_context("ws_other", store.CONFIRM_SECRET))
+        sealed_secrets.decrypt(settings.key_bytes, sealed, ws_secrets.secret_context("ws_other", model.CONFIRM_SECRET))
     with pytest.raises(sealed_secrets.SecretError):  # nor with another SECRET_KEY
         sealed_secrets.decrypt(b"another key" * 4, sealed, context)
     other = await new_workspace()
     async with pool.acquire() as conn:
-        assert await store.workspace_secret(conn, other.id, settings.key_bytes, create=False) is None
-        assert await store.workspace_secret(conn, other.id, settings.key_bytes) != secret
-        with pytest.raises(store.SecretUnreadable):
-            await store.workspace_secret(conn, ws.id, b"another key" * 4)
+        assert await ws_secrets.workspace_secret(conn, other.id, settings.key_bytes, model.CONFIRM_SECRET,
+                                                 create=False) is None
+        assert await ws_secrets.workspace_secret(conn, other.id, settings.key_bytes, model.CONFIRM_SECRET) != secret
+        with pytest.raises(ws_secrets.SecretUnreadable):
+            await ws_secrets.workspace_secret(conn, ws.id, b"another key" * 4, model.CONFIRM_SECRET)
 
 
 def test_confirm_token_checks():

@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from postroom.contacts import store as contacts_store
 from postroom.events import store as events_store
+from postroom.lists import store as lists_store
 from postroom.platform import db
 from postroom.webhooks import delivery, model, store as webhooks_store
 
@@ -161,7 +162,8 @@ async def subs(client, receiver):
 
 
 async def upsert(pool, ws, email, **fields):
-    return await contacts_store.upsert(pool, ws.id, {"email": email, **fields})
+    return await contacts_store.upsert(pool, ws.id, {"email": email, **fields},
+                                       after_write=lists_store.sync_contact_created_at)
 
 
 async def deliveries(client, ws, sub_id=None, limit=100):

@@ -1,8 +1,15 @@
-"""Contact endpoints: decode -> model -> store -> encode."""
+"""Contact endpoints: decode -> model -> store -> encode.
+
+A contact's list memberships are lists' data: the reads that send them (getByEmail,
+getByExternalID, contacts.list with with_contact_lists) add them here, from lists.store, and the
+writes pass lists' follow-up of a created_at change (lists.store.sync_contact_created_at) to
+contacts' store.
+"""
 
 from __future__ import annotations
 
 from postroom.contacts import model, query, store
+from postroom.lists import store as lists_store
 from postroom.platform.http import Call, Endpoint
 from postroom.platform.errors import RuleError
 
@@ -13,7 +20,8 @@ async def upsert(call: Call):
     if call.body["contact"] is None:
         raise model.ContactError("invalid contact: email is required")
     incoming = model.parse_contact(call.body["contact"])
-    action, row = await store.upsert(call.pool, call.workspace_id, incoming)
+    action, row = await store.upsert(call.pool, call.workspace_id, incoming,
+                                     after_write=lists_store.sync_contact_created_at)
     contact = model.to_wire(row)
     return {"email": contact["email"], "action": action, "contact": contact, "error": None}
 
@@ -28,22 +36,35 @@ def _email_param(raw, missing: str) -> str:
     return query.text_param("email", email)
 
 
-async def get_by_email(call: Call):
-    email = _email_param(call.param("email"), "Missing email")
-    contact = await store.get_by_email(call.pool, call.workspace_id, email)
-    if contact is None:
-        raise RuleError("Contact not found", 404)
+async def _add_memberships(conn, workspace_id: str, contacts: list[dict]) -> None:
+    """Sets each contact's contact_lists (lists.store.memberships_for; [] when it has none)."""
+    memberships = await lists_store.memberships_for(conn, workspace_id, [c["email"] for c in contacts])
+    for contact in contacts:
+        contact["contact_lists"] = memberships.get(contact["email"], [])
+
+
+async def _get(call: Call, read, key: str):
+    """getByEmail / getByExternalID: the contact `read` finds, with its list memberships and
+    segment ids (read on one connection), or 404."""
+    async with call.pool.acquire() as conn:
+        found = await read(conn, call.workspace_id, key)
+        if found is None:
+            raise RuleError("Contact not found", 404)
+        contact, segments = found
+        await _add_memberships(conn, call.workspace_id, [contact])
+    contact["contact_segments"] = segments
     return {"contact": contact}
+
+
+async def get_by_email(call: Call):
+    return await _get(call, store.get_by_email, _email_param(call.param("email"), "Missing email"))
 
 
 async def get_by_external_id(call: Call):
     external_id = (call.param("external_id") or "").strip()  # stored trimmed, like every string field
     if not external_id:
         raise RuleError("Missing external ID")
-    contact = await store.get_by_external_id(call.pool, call.workspace_id, external_id)
-    if contact is None:
-        raise RuleError("Contact not found", 404)
-    return {"contact": contact}
+    return await _get(call, store.get_by_external_id, external_id)
 
 
 async def count(call: Call):
@@ -52,7 +73,10 @@ async def count(call: Call):
 
 async def list_contacts(call: Call):
     q = query.parse_list_query(call.query.multi_items())
-    contacts, next_cursor = await store.list_contacts(call.pool, call.workspace_id, q)
+    async with call.pool.acquire() as conn:
+        contacts, next_cursor = await store.list_contacts(conn, call.workspace_id, q)
+        if q.with_contact_lists and contacts:
+            await _add_memberships(conn, call.workspace_id, contacts)
     out = {"contacts": contacts}
     if next_cursor is not None:
         out["next_cursor"] = next_cursor

@@ -12,10 +12,10 @@ A chunk is written in a few round trips whatever its size (BEGIN, 1, CREATE, COP
 3. the final rows are COPYed into a temporary table;
 4. one statement applies them: UPDATE of the locked contacts, INSERT of the new ones, and the
    timeline entries and outbox events (sent as arrays); then the workspace's contact count
-   moves by the number of new contacts (contacts.store.adjust_count), the list memberships of
-   contacts whose created_at changed follow it (lists.store.sync_contact_created_at) and, with
-   subscribe lists, the memberships are added (lists.store.add_members), all in the chunk's
-   transaction.
+   moves by the number of new contacts (contacts.store.adjust_count), the caller's `after_write`
+   runs for the contacts whose created_at changed (contacts.store.AfterWrite: their list
+   memberships follow it) and its `after_chunk`, if any, for every contact of the chunk (the
+   import's subscribe_to_lists), all in the chunk's transaction.
 
 A contact created by someone else between (1) and (4) makes the INSERT skip it (ON CONFLICT DO
 NOTHING, after waiting for that transaction): the statement reports fewer inserted rows than
@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from postroom.contacts import bulk, model, store as contacts_store
-from postroom.lists import store as lists_store
+from postroom.events import store as events
+from postroom.timeline import store as timeline
 
 _encode = msgspec.json.Encoder().encode
 COLUMNS = ", ".join(model.FIELDS)
@@ -77,6 +79,10 @@ def _value(f: str) -> str:
 # were inserted: fewer than planned means a concurrent create, and the caller rolls back and retries.
 # (Data-modifying CTEs all run, read or not. The arrays are read twice rather than through a
 # materialised CTE, which would copy every event into a tuplestore, on disk beyond work_mem.)
+_ENTRIES = """SELECT $1, x.email, x.kind, 'contact', x.email, x.changes::jsonb
+      FROM unnest($2::text[], $3::text[], $4::text[]) AS x(email, kind, changes)"""
+_EVENTS = """SELECT $1, x.kind, x.email, x.event::jsonb
+      FROM unnest($2::text[], $3::text[], $5::text[]) AS x(email, kind, event)"""
 APPLY = f"""
 WITH updated AS (
     UPDATE contacts c SET {', '.join(f'{f} = {_value(f)}' for f in _UPDATED)}
@@ -89,13 +95,9 @@ WITH updated AS (
     ON CONFLICT (workspace_id, email) DO NOTHING
     RETURNING 1
 ), entry AS (
-    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
-    SELECT $1, x.email, x.kind, 'contact', x.email, x.changes::jsonb
-      FROM unnest($2::text[], $3::text[], $4::text[]) AS x(email, kind, changes)
+    {timeline.insert_sql(_ENTRIES)}
 ), event AS (
-    INSERT INTO events (workspace_id, type, subject, data)
-    SELECT $1, x.kind, x.email, x.event::jsonb
-      FROM unnest($2::text[], $3::text[], $5::text[]) AS x(email, kind, event)
+    {events.insert_sql(_EVENTS)}
 )
 SELECT count(*) FROM inserted
 """
@@ -113,6 +115,10 @@ class _ConcurrentCreate(Exception):
 
 _JSON_AT = tuple(i for i, f in enumerate(model.FIELDS) if f in _JSON)
 CREATED, UPDATED = "contact.created", "contact.updated"
+
+# after_chunk(conn, workspace_id, emails): awaited last in each chunk's transaction with the
+# emails of every contact the chunk wrote, in email order (contacts.imports: subscribe_to_lists).
+AfterChunk = Callable[[Any, str, list[str]], Awaitable[None]]
 
 
 class _Plan:
@@ -164,13 +170,14 @@ def _plan(existing: Mapping[str, Mapping], groups: Mapping[str, Sequence[dict]],
     return plan
 
 
-async def write_chunk(conn, workspace_id: str, groups: Mapping[str, Sequence[dict]],
-                      list_ids: Sequence[str] = ()) -> dict[str, bool]:
+async def write_chunk(conn, workspace_id: str, groups: Mapping[str, Sequence[dict]], *,
+                      after_write: contacts_store.AfterWrite, after_chunk: AfterChunk | None = None) -> dict[str, bool]:
     """Writes the contacts of one chunk in one transaction: email -> whether it existed before.
 
-    `groups` maps each email to its parsed rows in input order (bulk.Batch.incoming). With
-    `list_ids`, every contact of the chunk is added to those lists (lists.store.add_members) in
-    the same transaction. Retries on a concurrent create, a deadlock or a serialization failure.
+    `groups` maps each email to its parsed rows in input order (bulk.Batch.incoming).
+    `after_write` (for the contacts whose created_at changed) and `after_chunk` (for all of
+    them) run in the same transaction. Retries on a concurrent create, a deadlock or a
+    serialization failure.
     """
     emails = sorted(groups)
     for attempt in range(MAX_ATTEMPTS):
@@ -186,9 +193,9 @@ async def write_chunk(conn, workspace_id: str, groups: Mapping[str, Sequence[dic
                     raise _ConcurrentCreate
                 await contacts_store.adjust_count(conn, workspace_id, plan.new)
                 if plan.moved:  # their list memberships carry a copy of created_at
-                    await lists_store.sync_contact_created_at(conn, workspace_id, plan.moved)
-                if list_ids:
-                    await lists_store.add_members(conn, workspace_id, emails, list(list_ids))
+                    await after_write(conn, workspace_id, plan.moved)
+                if after_chunk is not None:
+                    await after_chunk(conn, workspace_id, emails)
             return {email: email in existing for email in emails}
         except (_ConcurrentCreate, *_RETRYABLE):
             if attempt == MAX_ATTEMPTS - 1:
@@ -201,9 +208,11 @@ def _row_error(exc: asyncpg.PostgresError) -> bool:
     return (getattr(exc, "sqlstate", None) or "")[:2] in _ROW_ERROR_CLASSES
 
 
-async def _write(conn, workspace_id: str, batch: bulk.Batch, emails: Sequence[str], list_ids: Sequence[str]) -> None:
+async def _write(conn, workspace_id: str, batch: bulk.Batch, emails: Sequence[str],
+                 after_write: contacts_store.AfterWrite, after_chunk: AfterChunk | None) -> None:
     try:
-        existed = await write_chunk(conn, workspace_id, {e: batch.incoming(e) for e in emails}, list_ids)
+        existed = await write_chunk(conn, workspace_id, {e: batch.incoming(e) for e in emails},
+                                    after_write=after_write, after_chunk=after_chunk)
     except asyncpg.PostgresError as exc:
         if not _row_error(exc):
             raise
@@ -211,8 +220,8 @@ async def _write(conn, workspace_id: str, batch: bulk.Batch, emails: Sequence[st
             batch.failed(emails[0], f"could not store contact: {exc.message}")
             return
         half = len(emails) // 2  # each half commits on its own; the one at fault splits again
-        await _write(conn, workspace_id, batch, emails[:half], list_ids)
-        await _write(conn, workspace_id, batch, emails[half:], list_ids)
+        await _write(conn, workspace_id, batch, emails[:half], after_write, after_chunk)
+        await _write(conn, workspace_id, batch, emails[half:], after_write, after_chunk)
         return
     for email, was in existed.items():
         batch.applied(email, was)
@@ -233,13 +242,13 @@ async def _validated(batch: bulk.Batch, emails: Sequence[str]) -> list[str]:
     return out
 
 
-async def write_batch(pool, workspace_id: str, batch: bulk.Batch, list_ids: Sequence[str] = (),
-                      chunk_size: int = 2000, concurrency: int = 2) -> None:
+async def write_batch(pool, workspace_id: str, batch: bulk.Batch, chunk_size: int = 2000, concurrency: int = 2, *,
+                      after_write: contacts_store.AfterWrite, after_chunk: AfterChunk | None = None) -> None:
     """Writes every valid row of `batch` in chunks of `chunk_size` contacts, each its own
     transaction, and sets each row's operation (create / update, or error when the database
     refused that contact). The rows of one email always fall in one chunk, so chunks touch
     disjoint contacts and up to `concurrency` of them are written at once, each on a connection
-    of `pool`.
+    of `pool`. Each chunk runs `after_write` and `after_chunk` in its transaction (write_chunk).
 
     Rows the batch deferred (bulk.Batch.defer) are validated chunk by chunk ahead of the writers,
     up to `concurrency` chunks ahead: Python validates the next chunks while PostgreSQL applies
@@ -265,7 +274,7 @@ async def write_batch(pool, workspace_id: str, batch: bulk.Batch, list_ids: Sequ
             return
         async with pool.acquire() as conn:
             while emails is not None:
-                await _write(conn, workspace_id, batch, emails, list_ids)
+                await _write(conn, workspace_id, batch, emails, after_write, after_chunk)
                 contacts_store.GROWTH.note(pool, len(emails))
                 emails = await ready.get()
 

@@ -170,6 +170,7 @@ class _Rejects:
 
 
 async def _import(dsn: str, args, path: Path, fmt: str, rejects_path: Path) -> dict[str, int]:
+    from postroom.contacts import imports
     from postroom.platform import db
 
     await commands.with_conn(dsn, lambda conn: _check_target(conn, args.workspace, args.lists))
@@ -191,7 +192,7 @@ async def _import(dsn: str, args, path: Path, fmt: str, rejects_path: Path) -> d
             rejects = _Rejects(rejects_path, header)
 
             async def write(batch: bulk.Batch, originals: list) -> tuple[bulk.Batch, list]:
-                await bulk_store.write_batch(pool, args.workspace, batch, args.lists, args.chunk_size, CONCURRENCY)
+                await imports.write_batch(pool, args.workspace, batch, args.lists, args.chunk_size, CONCURRENCY)
                 return batch, originals
 
             def record(batch: bulk.Batch, originals: list) -> None:

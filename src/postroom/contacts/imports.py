@@ -1,8 +1,14 @@
-"""POST /api/contacts.import: many contacts in one call, one operation per row."""
+"""POST /api/contacts.import: many contacts in one call, one operation per row.
+
+Its list part is lists': the ids of subscribe_to_lists are checked against lists.store, and
+each chunk's transaction runs lists' follow-ups (write_batch).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Sequence
 
 from postroom.contacts import bulk, bulk_store
 from postroom.lists import model as lists_model, store as lists_store
@@ -50,15 +56,26 @@ async def import_contacts(call: Call):
 
 async def import_rows(pool, workspace_id: str, contacts: list, list_ids: list[str]) -> bulk.Batch:
     """The endpoint's work once the request is checked: the rows grouped by the email they name,
-    then validated and written chunk by chunk (bulk_store.write_batch). Returns the batch, whose
+    then validated and written chunk by chunk (write_batch). Returns the batch, whose
     `ops` are the response's operations."""
     batch = bulk.Batch()
     for i, raw in enumerate(contacts, 1):
         batch.defer(raw)
         if i % _YIELD_EVERY == 0:
             await asyncio.sleep(0)  # grouping 10,000 rows must not stall other requests
-    await bulk_store.write_batch(pool, workspace_id, batch, list_ids, CHUNK_SIZE, CONCURRENCY)
+    await write_batch(pool, workspace_id, batch, list_ids, CHUNK_SIZE, CONCURRENCY)
     return batch
+
+
+async def write_batch(pool, workspace_id: str, batch: bulk.Batch, list_ids: Sequence[str],
+                      chunk_size: int, concurrency: int) -> None:
+    """bulk_store.write_batch with lists' follow-ups in each chunk's transaction: the
+    memberships of contacts whose created_at changed follow it (lists.store.sync_contact_created_at)
+    and, with `list_ids` (subscribe_to_lists, checked), every contact of the chunk is added to
+    those lists (lists.store.add_members). The endpoint's and `postroom contacts import`'s write."""
+    subscribe = functools.partial(lists_store.add_members, list_ids=list(list_ids)) if list_ids else None
+    await bulk_store.write_batch(pool, workspace_id, batch, chunk_size, concurrency,
+                                 after_write=lists_store.sync_contact_created_at, after_chunk=subscribe)
 
 
 ENDPOINTS = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from postroom.contacts import model, query
 from postroom.platform import db
@@ -61,13 +63,22 @@ OPTIMISTIC_ATTEMPTS = 3
 # empty until autovacuum looks. One tracker per process, fed by upsert and by imports (bulk_store).
 GROWTH = db.GrowthStats(("contacts", "contact_lists", "contact_timeline", "events"))
 
+# The follow-up of a write that changed the created_at of existing contacts: after_write(conn,
+# workspace_id, emails), awaited in the write's transaction once the contacts are written, while
+# the write holds them FOR UPDATE, with the emails of the contacts whose created_at it changed
+# (never none). Capabilities above contacts that keep a copy of created_at move it there: today
+# lists' memberships (lists.store.sync_contact_created_at). The caller supplies it, since
+# contacts' store knows nothing above itself.
+AfterWrite = Callable[[Any, str, list[str]], Awaitable[None]]
 
-async def upsert(pool, workspace_id: str, incoming: dict) -> tuple[str, dict]:
+
+async def upsert(pool, workspace_id: str, incoming: dict, *, after_write: AfterWrite) -> tuple[str, dict]:
     """Creates or merges one contact atomically; returns ("created" | "updated", stored row).
 
     Each write is one statement that only applies to the version of the row it merged into, so
     concurrent upserts of one email are applied in some serial order and none is lost: exactly one
     creates, the rest update. Under heavy contention on one contact it falls back to locking.
+    A write that changes created_at runs `after_write` (see AfterWrite) in its transaction.
     """
     email = incoming["email"]
     async with pool.acquire() as conn:
@@ -89,7 +100,7 @@ async def upsert(pool, workspace_id: str, incoming: dict) -> tuple[str, dict]:
             if new["created_at"] != old["created_at"]:
                 # The contact moves in list order, and its memberships with it: that takes
                 # the row's lock (see _upsert_locked). Rare: history imports, corrections.
-                return await _upsert_locked(conn, workspace_id, incoming)
+                return await _upsert_locked(conn, workspace_id, incoming, after_write)
             changes = model.diff(old, new)
             if changes:
                 written = await conn.fetchval(UPDATE_IF_VERSION_RECORDED, workspace_id, *_values(new), version,
@@ -99,13 +110,14 @@ async def upsert(pool, workspace_id: str, incoming: dict) -> tuple[str, dict]:
                 written = await conn.execute(UPDATE_IF_VERSION, workspace_id, *_values(new), version) != "UPDATE 0"
             if written:
                 return "updated", new
-        return await _upsert_locked(conn, workspace_id, incoming)
+        return await _upsert_locked(conn, workspace_id, incoming, after_write)
 
 
-async def _upsert_locked(conn, workspace_id: str, incoming: dict) -> tuple[str, dict]:
+async def _upsert_locked(conn, workspace_id: str, incoming: dict, after_write: AfterWrite) -> tuple[str, dict]:
     """The contended path: the row is locked first, so the merge cannot lose a race. Also the
-    path of an upsert that changes created_at: the contact's list memberships carry a copy of it
-    (lists.store, contact_created_at), moved in this transaction while the row is locked."""
+    path of an upsert that changes created_at: copies of it kept above contacts (the list
+    memberships' contact_created_at) are moved by `after_write`, in this transaction while the
+    row is locked."""
     email = incoming["email"]
     async with conn.transaction():
         now = dt.datetime.now(dt.timezone.utc)
@@ -120,9 +132,7 @@ async def _upsert_locked(conn, workspace_id: str, incoming: dict) -> tuple[str, 
         new = model.merge(old, incoming, now)
         stored = dict(await conn.fetchrow(UPDATE, workspace_id, *_values(new)))
         if stored["created_at"] != old["created_at"]:
-            from postroom.lists import store as lists_store
-
-            await lists_store.sync_contact_created_at(conn, workspace_id, [email])
+            await after_write(conn, workspace_id, [email])
         changes = model.diff(old, stored)
         if changes:
             await timeline.record(conn, workspace_id, email, "contact.updated", "contact", email,
@@ -137,7 +147,8 @@ async def create_if_absent(conn, workspace_id: str, incoming: dict) -> tuple[boo
     """Creates the contact when its email is new (with the timeline entry and outbox event of a
     creation); an existing contact is left exactly as it is. Returns (created, stored row).
     For unauthenticated callers (the public subscribe form), who may not change a contact.
-    Runs in the caller's transaction when there is one."""
+    Runs in the caller's transaction when there is one. It never changes a created_at, so it
+    takes no after_write (see AfterWrite)."""
     email = incoming["email"]
     async with conn.transaction():
         new = model.merge(None, incoming, dt.datetime.now(dt.timezone.utc))
@@ -231,7 +242,8 @@ async def recount(conn, workspace_id: str) -> int:
 
 _C_COLUMNS = ", ".join(f"c.{f}" for f in model.FIELDS)
 
-# The contact plus its segment ids; the list memberships come from lists.store.memberships_for.
+# The contact plus its segment ids; the list memberships are added above the store
+# (contacts.api, from lists.store.memberships_for).
 _GET = f"""
 SELECT {_C_COLUMNS},
        ARRAY(SELECT s.segment_id FROM contact_segments s
@@ -246,28 +258,20 @@ GET_BY_EXTERNAL_ID = _GET + """ WHERE c.workspace_id = $1 AND c.external_id = $2
  ORDER BY c.updated_at DESC, c.email LIMIT 1"""
 
 
-async def _get(pool, sql: str, workspace_id: str, key: str) -> dict | None:
-    """The contact as getByEmail/getByExternalID send it (with contact_lists and
-    contact_segments), or None."""
-    from postroom.lists import store as lists_store
-
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(sql, workspace_id, key)
-        if row is None:
-            return None
-        contact = model.to_wire(row)
-        memberships = await lists_store.memberships_for(conn, workspace_id, [row["email"]])
-    contact["contact_lists"] = memberships.get(row["email"], [])
-    contact["contact_segments"] = list(row["contact_segments"])
-    return contact
+async def _get(conn, sql: str, workspace_id: str, key: str) -> tuple[dict, list[str]] | None:
+    """(the contact in wire form, its segment ids) as getByEmail/getByExternalID send them, or None."""
+    row = await conn.fetchrow(sql, workspace_id, key)
+    if row is None:
+        return None
+    return model.to_wire(row), list(row["contact_segments"])
 
 
-async def get_by_email(pool, workspace_id: str, email: str) -> dict | None:
-    return await _get(pool, GET_BY_EMAIL, workspace_id, email)
+async def get_by_email(conn, workspace_id: str, email: str) -> tuple[dict, list[str]] | None:
+    return await _get(conn, GET_BY_EMAIL, workspace_id, email)
 
 
-async def get_by_external_id(pool, workspace_id: str, external_id: str) -> dict | None:
-    return await _get(pool, GET_BY_EXTERNAL_ID, workspace_id, external_id)
+async def get_by_external_id(conn, workspace_id: str, external_id: str) -> tuple[dict, list[str]] | None:
+    return await _get(conn, GET_BY_EXTERNAL_ID, workspace_id, external_id)
 
 
 # ---------------------------------------------------------------- delete
@@ -481,8 +485,9 @@ def list_statements(workspace_id: str, q: "query.ListQuery") -> list[tuple[str, 
     return [(windowed, cond.args), (set_based, cond.args)]
 
 
-async def list_contacts(pool, workspace_id: str, q: "query.ListQuery") -> tuple[list[dict], str | None]:
+async def list_contacts(conn, workspace_id: str, q: "query.ListQuery") -> tuple[list[dict], str | None]:
     """One page of contacts.list: (contacts in wire form, next cursor or None on the last page).
+    The contacts only: with_contact_lists is answered above the store (contacts.api).
 
     Unfiltered, a page is one walk of contacts_created from the cursor: limit + 1 index entries
     at any depth. With list_id, it is one walk of the list's members in list order
@@ -495,20 +500,13 @@ async def list_contacts(pool, workspace_id: str, q: "query.ListQuery") -> tuple[
     same conditions, so they answer the same rows.
     """
     fetch = q.limit + 1
-    async with pool.acquire() as conn:
-        rows = []
-        for sql, args in list_statements(workspace_id, q):
-            rows = await conn.fetch(sql, *args)
-            if len(rows) >= fetch:
-                break
-        page = rows[:q.limit]
-        contacts = [model.to_wire(r) for r in page]
-        if q.with_contact_lists and page:
-            from postroom.lists import store as lists_store
-
-            memberships = await lists_store.memberships_for(conn, workspace_id, [r["email"] for r in page])
-            for contact in contacts:
-                contact["contact_lists"] = memberships.get(contact["email"], [])
+    rows = []
+    for sql, args in list_statements(workspace_id, q):
+        rows = await conn.fetch(sql, *args)
+        if len(rows) >= fetch:
+            break
+    page = rows[:q.limit]
+    contacts = [model.to_wire(r) for r in page]
     next_cursor = None
     if len(rows) > q.limit:
         last = page[-1]

@@ -1,8 +1,21 @@
-"""SQL for the outbox (`events`): the one record that something happened."""
+"""SQL for the outbox (`events`): the one record that something happened.
+
+This module holds the only INSERT INTO events. A statement that writes events together with
+something else, in one round trip, composes insert_sql (as a data-modifying CTE, or as its last
+part): timeline.store, contacts.bulk_store APPLY, lists.store _RECORDED.
+"""
 
 from __future__ import annotations
 
-EMIT = "INSERT INTO events (workspace_id, type, subject, data) VALUES ($1, $2, $3, $4)"
+COLUMNS = "workspace_id, type, subject, data"
+
+
+def insert_sql(rows: str) -> str:
+    """INSERT INTO events of `rows`: a VALUES list or a SELECT giving the COLUMNS in order."""
+    return f"INSERT INTO events ({COLUMNS})\n    {rows}"
+
+
+EMIT = insert_sql("VALUES ($1, $2, $3, $4)")
 
 
 async def emit(conn, workspace_id: str, event_type: str, subject: str | None, data: dict) -> None:

@@ -16,9 +16,11 @@ from starlette.routing import Route
 from postroom.auth.model import permission_error
 from postroom.contacts import model as contacts_model, query as contacts_query, store as contacts_store
 from postroom.lists import model, store
+from postroom.platform import ratelimit
 from postroom.platform.errors import RuleError
 from postroom.platform.http import (
     Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
+from postroom.workspaces import secrets
 
 LIST_NOT_FOUND = "list not found"
 MEMBERSHIP_NOT_FOUND = "Contact list relationship not found"
@@ -55,7 +57,7 @@ def _links(request, conn, workspace_id: str, email: str):
 
     async def link(list_id: str) -> str:
         if not secret:
-            secret.append(await store.workspace_secret(conn, workspace_id, settings.key_bytes))
+            secret.append(await secrets.workspace_secret(conn, workspace_id, settings.key_bytes, model.CONFIRM_SECRET))
         return model.confirm_url(base, secret[0], workspace_id, list_id, email, time.time())
 
     return link
@@ -123,7 +125,7 @@ async def subscribe(call: Call):
         model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids), False)
     # Lists first, so that a bad list id leaves the contact untouched. The contact's upsert is
     # its own transaction (contacts.store.upsert); the memberships follow in another one.
-    await contacts_store.upsert(call.pool, ws, incoming)
+    await contacts_store.upsert(call.pool, ws, incoming, after_write=store.sync_contact_created_at)
     email = incoming["email"]
     async with call.pool.acquire() as conn, conn.transaction():
         rows = model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids, share=True), False)
@@ -246,7 +248,8 @@ async def public_subscribe(request):
     async with state.pool.acquire() as conn:
         # An unknown workspace has no lists: it answers like an unknown list, nothing more.
         model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids), True)
-        wait = await store.count_attempt(conn, ws, model.rate_buckets(email, client_address(request)))
+        wait = await ratelimit.count_attempt(conn, ws, model.rate_buckets(email, client_address(request)),
+                                             model.RATE_WINDOW)
         if wait is not None:
             raise RuleError(model.RATE_LIMITED, 429, {"Retry-After": str(wait)})
         async with conn.transaction():
@@ -267,7 +270,8 @@ async def public_confirm(request):
         raise RuleError(model.INVALID_LINK)  # each part once, as it was signed
     req = model.parse_confirm(params)
     async with state.pool.acquire() as conn:
-        secret = await store.workspace_secret(conn, req.workspace_id, state.settings.key_bytes, create=False)
+        secret = await secrets.workspace_secret(conn, req.workspace_id, state.settings.key_bytes, model.CONFIRM_SECRET,
+                                                create=False)
         model.check_confirm(secret, req, time.time())
         async with conn.transaction():
             found = await store.lists_by_ids(conn, req.workspace_id, [req.list_id], share=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -257,6 +256,8 @@ def check_lists(wanted: list[str], found: dict, public: bool) -> list:
 
 
 # ---------------------------------------------------------------- public subscribe rate limits
+#
+# The policy of the public form; the counting is postroom.platform.ratelimit's.
 
 RATE_WINDOW = 60          # seconds, fixed windows on the database's clock
 EMAIL_LIMIT = 10          # subscribe attempts per email per window (per workspace)
@@ -265,7 +266,7 @@ RATE_LIMITED = "Too many subscription attempts. Please try again in a few minute
 
 
 def rate_buckets(email: str, ip: str | None) -> dict[str, int]:
-    """bucket name -> its limit, for one public subscribe attempt."""
+    """bucket name -> its limit, for one public subscribe attempt (platform.ratelimit.count_attempt)."""
     buckets = {"email:" + email: EMAIL_LIMIT}
     if ip:
         buckets["ip:" + ip] = IP_LIMIT
@@ -275,6 +276,7 @@ def rate_buckets(email: str, ip: str | None) -> dict[str, int]:
 # ---------------------------------------------------------------- confirmation links
 
 CONFIRM_TTL = 7 * 24 * 3600
+CONFIRM_SECRET = "confirm_links"  # the workspace secret (postroom.workspaces.secrets) links are signed with
 INVALID_LINK = "invalid confirmation link"
 EXPIRED_LINK = "confirmation link has expired"
 _CONFIRM_CONTEXT = b"postroom/confirm/v1"
@@ -331,18 +333,3 @@ def check_confirm(secret: bytes | None, req: ConfirmRequest, now: float) -> None
         raise ListError(INVALID_LINK)
     if now > req.expires:
         raise ListError(EXPIRED_LINK)
-
-
-# ---------------------------------------------------------------- workspace secrets
-
-SECRET_BYTES = 32
-
-
-def new_secret() -> bytes:
-    return os.urandom(SECRET_BYTES)
-
-
-def secret_context(workspace_id: str, name: str) -> bytes:
-    """The associated data of a sealed workspace secret (postroom.platform.secrets): copied into
-    another workspace's row or under another name, it does not open."""
-    return f"workspace_secret:{workspace_id}:{name}".encode()

@@ -7,10 +7,9 @@ change and its side effects cannot part, and a batch of any size costs one round
 
 from __future__ import annotations
 
-import random
-
+from postroom.events import store as events
 from postroom.lists import model
-from postroom.platform import secrets as sealed_secrets
+from postroom.timeline import store as timeline
 
 # ---------------------------------------------------------------- reading memberships
 
@@ -52,25 +51,25 @@ def _rfc3339(column: str) -> str:
 #   event data:       {"contact_list": {email, list_id, list_name, status, created_at, updated_at},
 #                      "previous_status", and "confirm_url" on list.pending}.
 # The confirmation link rides along until Postroom sends the confirmation email itself.
-_RECORDED = f"""
-, entry AS (
-    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
-    SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
+_ENTRIES = """SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
            jsonb_build_object('status', jsonb_build_object('old', c.old_status, 'new', c.new_status))
+           || CASE WHEN c.confirm_url IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('confirm_url', c.confirm_url) END
+      FROM changed c"""
+_EVENTS = f"""SELECT $1, c.kind, c.email,
+           jsonb_build_object('contact_list', jsonb_build_object(
+                                  'email', c.email, 'list_id', c.list_id, 'list_name', c.list_name,
+                                  'status', c.status, 'created_at', {_rfc3339('c.created_at')},
+                                  'updated_at', {_rfc3339('c.updated_at')}),
+                              'previous_status', c.old_status)
            || CASE WHEN c.confirm_url IS NULL THEN '{{}}'::jsonb
                    ELSE jsonb_build_object('confirm_url', c.confirm_url) END
-      FROM changed c
+      FROM changed c"""
+_RECORDED = f"""
+, entry AS (
+    {timeline.insert_sql(_ENTRIES)}
 )
-INSERT INTO events (workspace_id, type, subject, data)
-SELECT $1, c.kind, c.email,
-       jsonb_build_object('contact_list', jsonb_build_object(
-                              'email', c.email, 'list_id', c.list_id, 'list_name', c.list_name,
-                              'status', c.status, 'created_at', {_rfc3339('c.created_at')},
-                              'updated_at', {_rfc3339('c.updated_at')}),
-                          'previous_status', c.old_status)
-       || CASE WHEN c.confirm_url IS NULL THEN '{{}}'::jsonb
-               ELSE jsonb_build_object('confirm_url', c.confirm_url) END
-  FROM changed c
+{events.insert_sql(_EVENTS)}
 RETURNING id
 """
 
@@ -142,7 +141,8 @@ UPDATE contact_lists cl SET contact_created_at = x.created_at
 async def sync_contact_created_at(conn, workspace_id: str, emails: list[str]) -> None:
     """Copies each contact's created_at onto its memberships (removed ones included). Call it in
     the transaction that changed the created_at of these contacts, after the change, with those
-    contacts locked (FOR UPDATE, as an UPDATE does): see contact_created_at above."""
+    contacts locked (FOR UPDATE, as an UPDATE does): see contact_created_at above. It is the
+    `after_write` every caller of contacts' writes passes (contacts.store.AfterWrite)."""
     if emails:
         await conn.execute(SYNC_CONTACT_CREATED_AT, workspace_id, list(emails))
 
@@ -437,73 +437,3 @@ async def members_page(conn, workspace_id: str, lst, limit: int, after: str | No
     more = len(rows) > limit
     page = [membership_wire(_with_name(row, lst)) for row in rows[:limit]]
     return page, (page[-1]["email"] if more else None)
-
-
-# ---------------------------------------------------------------- workspace secrets
-
-GET_SECRET = "SELECT sealed FROM workspace_secrets WHERE workspace_id = $1 AND name = $2"
-
-PUT_SECRET = """
-INSERT INTO workspace_secrets (workspace_id, name, sealed) VALUES ($1, $2, $3)
-ON CONFLICT (workspace_id, name) DO NOTHING
-RETURNING sealed
-"""
-
-CONFIRM_SECRET = "confirm_links"
-
-
-class SecretUnreadable(RuntimeError):
-    """A stored secret does not open with this process's SECRET_KEY: a configuration fault."""
-
-
-def _open(key_bytes: bytes, workspace_id: str, name: str, sealed: bytes) -> bytes:
-    try:
-        return sealed_secrets.decrypt(key_bytes, sealed, model.secret_context(workspace_id, name))
-    except sealed_secrets.SecretError:
-        raise SecretUnreadable(
-            f"the {name} secret of workspace {workspace_id} cannot be opened with this SECRET_KEY: "
-            "every process must share the key the secret was sealed with") from None
-
-
-async def workspace_secret(conn, workspace_id: str, key_bytes: bytes, name: str = CONFIRM_SECRET,
-                           create: bool = True) -> bytes | None:
-    """The workspace's secret `name`, made (random, sealed) on first use when `create`."""
-    sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
-    if sealed is None:
-        if not create:
-            return None
-        fresh = sealed_secrets.encrypt(key_bytes, model.new_secret(), model.secret_context(workspace_id, name))
-        sealed = await conn.fetchval(PUT_SECRET, workspace_id, name, fresh)
-        if sealed is None:  # made by a concurrent process first: use that one
-            sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
-    return _open(key_bytes, workspace_id, name, sealed)
-
-
-# ---------------------------------------------------------------- rate limits of the public form
-
-# One atomic upsert per attempt counts it in every bucket at once, on the database's clock, so
-# all API processes share the counters. Buckets come sorted: one lock order for everyone.
-HIT = """
-WITH w AS (SELECT to_timestamp(floor(extract(epoch FROM now()) / $3) * $3) AS start)
-INSERT INTO subscribe_rate_limits AS r (workspace_id, bucket, window_start, hits)
-SELECT $1, b, w.start, 1 FROM unnest($2::text[]) AS b, w
-ON CONFLICT (workspace_id, bucket) DO UPDATE
-   SET hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + 1 ELSE 1 END,
-       window_start = EXCLUDED.window_start
-RETURNING r.bucket, r.hits,
-          greatest(1, ceil(extract(epoch FROM r.window_start - now()) + $3))::int AS retry_after
-"""
-
-SWEEP = """
-DELETE FROM subscribe_rate_limits WHERE workspace_id = $1 AND window_start < now() - interval '1 hour'
-"""
-
-
-async def count_attempt(conn, workspace_id: str, buckets: dict[str, int]) -> int | None:
-    """Counts one attempt in each bucket; the seconds to wait when any is over its limit, else None."""
-    names = sorted(buckets)
-    rows = await conn.fetch(HIT, workspace_id, names, model.RATE_WINDOW)
-    if random.random() < 0.01:  # now and then, forget the windows long gone
-        await conn.execute(SWEEP, workspace_id)
-    over = [row["retry_after"] for row in rows if row["hits"] > buckets[row["bucket"]]]
-    return max(over) if over else None

@@ -1,14 +1,28 @@
-"""SQL for the contact timeline. A timeline entry and its outbox event are written together."""
+"""SQL for the contact timeline. A timeline entry and its outbox event are written together.
+
+This module holds the only INSERT INTO contact_timeline: a statement that writes entries with
+something else, in one round trip, composes insert_sql (with_record here, contacts.bulk_store
+APPLY, lists.store _RECORDED), and the outbox's part comes from events.store.insert_sql.
+"""
 
 from __future__ import annotations
 
+from postroom.events import store as events
+
+COLUMNS = "workspace_id, email, kind, entity_type, entity_id, changes"
+
+
+def insert_sql(rows: str) -> str:
+    """INSERT INTO contact_timeline of `rows`: a VALUES list or a SELECT giving the COLUMNS in order."""
+    return f"INSERT INTO contact_timeline ({COLUMNS})\n    {rows}"
+
+
 # One round trip writes what the contact's history shows and what webhooks will deliver.
-RECORD = """
+RECORD = f"""
 WITH entry AS (
-    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
-    VALUES ($1, $2, $3, $4, $5, $6)
+    {insert_sql("VALUES ($1, $2, $3, $4, $5, $6)")}
 )
-INSERT INTO events (workspace_id, type, subject, data) VALUES ($1, $3, $2, $7)
+{events.insert_sql("VALUES ($1, $3, $2, $7)")}
 """
 
 
@@ -23,11 +37,10 @@ def with_record(write_sql: str, first_param: int, *more_ctes: str) -> str:
     return f"""
 WITH w AS ({write_sql}),
 entry AS (
-    INSERT INTO contact_timeline (workspace_id, email, kind, entity_type, entity_id, changes)
-    SELECT $1, w.email, {k}, {t}, w.email, {c}::jsonb FROM w
+    {insert_sql(f"SELECT $1, w.email, {k}, {t}, w.email, {c}::jsonb FROM w")}
 ),
 event AS (
-    INSERT INTO events (workspace_id, type, subject, data) SELECT $1, {k}, w.email, {d}::jsonb FROM w
+    {events.insert_sql(f"SELECT $1, {k}, w.email, {d}::jsonb FROM w")}
 ){extra}
 SELECT count(*) FROM w
 """
