@@ -14,7 +14,7 @@ Decisions where the contract is silent:
 - Over the body limit: 413 before anything is decoded (1 MiB in the test settings, 10 MiB by
   default). A 10 MB string under a 10 MiB limit reaches the field's own length rule: 400.
 - A query parameter given twice is 400 `invalid <name>: given more than once`, for every
-  parameter an endpoint reads, workspace_id included (one rule: platform/http.py
+  parameter an endpoint reads, workspace_id included (one rule: platform/params.py
   `query_param`); contacts.list's `segments`/`segments[]` is the one list parameter. An empty
   parameter counts as absent: 400 `... is required` where one is required, the default otherwise.
   A NUL in a parameter is 400 `invalid <name>: contains a NUL character`. /confirm answers every

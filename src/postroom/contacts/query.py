@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from postroom.contacts import model
 from postroom.lists import model as lists_model
 from postroom.platform.errors import RuleError
-from postroom.platform.http import single_value
+from postroom.platform.params import single_value
 
 # Case-insensitive substring filters of contacts.list, in the order they are applied.
 SUBSTRING_FILTERS: tuple[str, ...] = (
@@ -134,7 +134,7 @@ class ListQuery:
 
 def _one(items: list[tuple[str, str]], name: str) -> str | None:
     """The value of a single-valued parameter, by the rule of every endpoint
-    (postroom.platform.http.query_param): empty counts as absent, given more than once or with
+    (postroom.platform.params.query_param): empty counts as absent, given more than once or with
     a NUL character is an error."""
     return single_value(name, [value for key, value in items if key == name], QueryError)
 
