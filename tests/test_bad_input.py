@@ -19,7 +19,7 @@ Decisions where the contract is silent:
   parameter counts as absent: 400 `... is required` where one is required, the default otherwise.
   A NUL in a parameter is 400 `invalid <name>: contains a NUL character`. /confirm answers every
   malformed link, these included, with its one `invalid confirmation link`.
-- limit and offset take ASCII digits only (one parser, contacts.query.parse_limit): `1_0`,
+- limit and offset take ASCII digits only (one parser, platform.paging.parse_limit): `1_0`,
   Arabic-Indic or full-width digits are 400 like any other non-number.
 - Stored free-form JSON (workspace settings, like custom_json) is at most 128 levels deep and
   holds no NUL in any key or string: 400 naming the field, never a database error.

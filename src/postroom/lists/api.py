@@ -7,15 +7,14 @@ POST /subscribe and GET /confirm are public (no token; an Authorization header i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 
 from starlette.routing import Route
 
 from postroom.auth.model import permission_error
-from postroom.contacts import model as contacts_model, query as contacts_query, store as contacts_store
+from postroom.contacts import model as contacts_model, store as contacts_store
 from postroom.lists import model, store
+from postroom.platform import paging
 from postroom.platform.errors import RuleError
 from postroom.platform.http import (
     Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
@@ -144,27 +143,13 @@ async def get_by_ids(call: Call):
     return {"contact_list": store.membership_wire(row)}
 
 
-def encode_cursor(email: str) -> str:
-    return base64.urlsafe_b64encode(email.encode()).decode()
-
-
-def decode_cursor(raw: str) -> str:
-    try:
-        email = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, ValueError):
-        raise RuleError("invalid cursor encoding") from None
-    if not email or "\x00" in email:
-        raise RuleError("invalid cursor encoding")
-    return email
-
-
 async def get_contacts_by_list(call: Call):
     """One page of the list's members in email order: `limit` (1..1000, default 100), `cursor`
     (the previous page's next_cursor), optional `status`."""
     list_id = model.list_id_param(call.param("list_id"), "list_id")
-    limit = contacts_query.parse_limit(call.param("limit"), PAGE_DEFAULT, PAGE_MAX)  # the one limit rule
+    limit = paging.parse_limit(call.param("limit"), PAGE_DEFAULT, PAGE_MAX)
     cursor = call.param("cursor")
-    after = decode_cursor(cursor) if cursor is not None else None
+    after = paging.decode_key_cursor(cursor) if cursor is not None else None
     status = call.param("status")
     if status is not None:
         status = model.parse_status(status)
@@ -173,7 +158,7 @@ async def get_contacts_by_list(call: Call):
         page, last = await store.members_page(conn, call.workspace_id, lst, limit, after, status)
     out: dict = {"contact_lists": page}
     if last is not None:
-        out["next_cursor"] = encode_cursor(last)
+        out["next_cursor"] = paging.encode_key_cursor(last)
     return out
 
 

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from postroom.contacts import model as contact_model, query
 from postroom.lists import api as lists_api, model as lists_model
-from postroom.platform import jsonenc
+from postroom.platform import jsonenc, paging
 from postroom.platform.config import DEFAULT_MAX_BODY
 from postroom.platform.http import WORKSPACE_ID, Call, Endpoint
 from postroom.timeline import api as timeline_api
@@ -296,7 +296,7 @@ OPERATIONS: dict[str, Op] = {
                 _q("segments[]", _array(STRING), style="form", explode=True),
                 _q("segments", _array(STRING), style="form", explode=True),
                 _q("with_contact_lists", BOOLEAN, description="true/false/1/0, any case"),
-                _limit(query.DEFAULT_LIMIT, query.MAX_LIMIT), _CURSOR],
+                _limit(paging.DEFAULT_LIMIT, paging.MAX_LIMIT), _CURSOR],
         ok=_obj({"contacts": _array(_ref("ContactWithLists")), "next_cursor": _PAGE_CURSOR}, ["contacts"])),
     "/api/contacts.delete": Op(
         "Delete a contact with its memberships and timeline", tag="contacts",
@@ -313,7 +313,7 @@ OPERATIONS: dict[str, Op] = {
              "error": STRING}, ["email", "action"]))}, ["operations"])),
     "/api/timeline.list": Op(
         "A contact's timeline, newest first", tag="timeline",
-        params=[_EMAIL_Q, _limit(timeline_api.DEFAULT_LIMIT, query.MAX_LIMIT), _CURSOR],
+        params=[_EMAIL_Q, _limit(timeline_api.DEFAULT_LIMIT, paging.MAX_LIMIT), _CURSOR],
         ok=_obj({"timeline": _array(_ref("TimelineEntry")), "next_cursor": _PAGE_CURSOR}, ["timeline"])),
     # ---- lists
     "/api/lists.list": Op("The live lists", tag="lists", ok=_obj({"lists": _array(_ref("List"))}, ["lists"])),

@@ -19,7 +19,8 @@ Paging: `limit` 1..100 (default 50), `cursor` = base64 of `<created_at>|<id>` of
 
 from __future__ import annotations
 
-from postroom.contacts import model as contacts_model, query
+from postroom.contacts import model as contacts_model
+from postroom.platform import paging
 from postroom.platform.http import Call, Endpoint
 from postroom.platform.errors import RuleError
 from postroom.timeline import store
@@ -53,9 +54,9 @@ def entry_wire(row) -> dict:
 def _before(raw: str | None) -> int | None:
     if raw is None:
         return None
-    _, key = query.decode_cursor(raw, "|")
+    _, key = paging.decode_cursor(raw, "|")
     if not key.isascii() or not key.isdigit() or len(key) > 18:
-        raise query.QueryError(query.CURSOR_ERROR)
+        raise RuleError(paging.CURSOR_ERROR)
     return int(key)
 
 
@@ -64,14 +65,14 @@ async def list_timeline(call: Call):
     email = contacts_model.normalize_email(raw) if raw else ""
     if not email:
         raise RuleError("email is required")
-    limit = query.parse_limit(call.param("limit"), default=DEFAULT_LIMIT)
+    limit = paging.parse_limit(call.param("limit"), default=DEFAULT_LIMIT)
     before = _before(call.param("cursor"))
     async with call.pool.acquire() as conn:
         rows = await store.list_for(conn, call.workspace_id, email, before, limit + 1)
     out = {"timeline": [entry_wire(r) for r in rows[:limit]]}
     if len(rows) > limit:
         last = rows[limit - 1]
-        out["next_cursor"] = query.encode_cursor(last["created_at"], str(last["id"]), "|")
+        out["next_cursor"] = paging.encode_cursor(last["created_at"], str(last["id"]), "|")
     return out
 
 

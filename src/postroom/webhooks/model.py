@@ -11,8 +11,7 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from postroom.contacts import query
-from postroom.platform import jsonenc
+from postroom.platform import jsonenc, paging
 from postroom.platform.errors import RuleError
 from postroom.platform.outbound import ip_literal, refused_address, refused_message
 
@@ -205,10 +204,8 @@ def parse_update(body: dict) -> dict:
 
 
 def parse_page(limit: str | None, offset: str | None) -> tuple[int, int]:
-    try:  # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
-        n = query.parse_limit(limit, 20, 100)
-    except query.QueryError as exc:
-        raise WebhookError(exc.message) from None
+    # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
+    n = paging.parse_limit(limit, 20, 100, WebhookError)
     o = 0 if offset is None else offset.strip()
     if o != 0 and not (o.isascii() and o.isdigit() and len(o) <= 18):
         raise WebhookError("offset must be a non-negative integer")
