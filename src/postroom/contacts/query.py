@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from postroom.lists import model as lists_model
 from postroom.platform import paging
 from postroom.platform.errors import RuleError
+from postroom.platform.fields import NUL_IN_PARAM, without_nul
 from postroom.platform.params import single_value
 
 # Case-insensitive substring filters of contacts.list, in the order they are applied.
@@ -34,13 +35,6 @@ class QueryError(RuleError):
 
 
 # ---------------------------------------------------------------- single parameters
-
-def text_param(name: str, value: str | None) -> str | None:
-    """A text parameter as given; PostgreSQL text cannot hold NUL, so that is a client error."""
-    if value is not None and "\x00" in value:
-        raise QueryError(f"invalid {name}: contains a NUL character")
-    return value
-
 
 def parse_bool(name: str, raw: str | None, default: bool = False) -> bool:
     """`true`/`false`/`1`/`0` (any case); absent -> default; anything else names the parameter."""
@@ -120,7 +114,7 @@ def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
     segments: list[str] = []
     for key, value in items:
         if key in ("segments", "segments[]") and value:
-            text_param("segments", value)
+            without_nul(value, "segments", QueryError, NUL_IN_PARAM)
             if value not in segments:
                 segments.append(value)
     if len(segments) > MAX_SEGMENTS:

@@ -12,29 +12,17 @@ import time
 from starlette.routing import Route
 
 from postroom.auth.model import permission_error
-from postroom.contacts import model as contacts_model, store as contacts_store
+from postroom.contacts import store as contacts_store
 from postroom.lists import model, store
 from postroom.platform import paging
 from postroom.platform.errors import RuleError
+from postroom.platform.fields import email_key
 from postroom.platform.http import (
     Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
 
 LIST_NOT_FOUND = "list not found"
 MEMBERSHIP_NOT_FOUND = "Contact list relationship not found"
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
-
-
-def _email(value) -> str:
-    if value is None or value == "":
-        raise RuleError("email is required")
-    if not isinstance(value, str):
-        raise RuleError("email must be a string")
-    email = contacts_model.normalize_email(value)
-    if not email:
-        raise RuleError("email is required")
-    if "\x00" in email:  # as contacts.delete says it; PostgreSQL text cannot hold NUL
-        raise RuleError("invalid email: contains a NUL character")
-    return email
 
 
 async def _live_list(conn, workspace_id: str, list_id: str, share: bool = False):
@@ -133,7 +121,7 @@ async def subscribe(call: Call):
 # ---------------------------------------------------------------- memberships
 
 async def get_by_ids(call: Call):
-    email = _email(call.param("email"))
+    email = email_key(call.param("email"))
     list_id = model.list_id_param(call.param("list_id"), "list_id")
     async with call.pool.acquire() as conn:
         await _live_list(conn, call.workspace_id, list_id)
@@ -163,7 +151,7 @@ async def get_contacts_by_list(call: Call):
 
 
 async def get_lists_by_contact(call: Call):
-    email = _email(call.param("email"))
+    email = email_key(call.param("email"))
     async with call.pool.acquire() as conn:
         found = await store.memberships_for(conn, call.workspace_id, [email])
     return {"contact_lists": found.get(email, [])}
@@ -171,7 +159,7 @@ async def get_lists_by_contact(call: Call):
 
 async def update_status(call: Call):
     body = call.body
-    email = _email(body.get("email"))
+    email = email_key(body.get("email"))
     list_id = model.list_id_param(body.get("list_id"), "list_id")
     status = model.parse_status(body.get("status"))
     ws = call.workspace_id
@@ -185,7 +173,7 @@ async def update_status(call: Call):
 
 async def remove_contact(call: Call):
     body = call.body
-    email = _email(body.get("email"))
+    email = email_key(body.get("email"))
     list_id = model.list_id_param(body.get("list_id"), "list_id")
     async with call.pool.acquire() as conn, conn.transaction():
         lst = await _live_list(conn, call.workspace_id, list_id, share=True)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from postroom.platform import jsonenc
 from postroom.platform.errors import RuleError
+from postroom.platform.fields import required_string
 from postroom.platform.params import query_param
 
 log = logging.getLogger("postroom.http")
@@ -99,10 +100,7 @@ class Endpoint:
 
 
 def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
-    if value is None or value == "":
-        raise RuleError(missing)
-    if not isinstance(value, str):
-        raise RuleError(f"{name} must be a string")
+    required_string(value, name, missing=missing)
     if not WORKSPACE_ID.match(value):
         raise RuleError(f"invalid {name}: must be 1-32 characters of a-z, 0-9, _ and -")
     return value

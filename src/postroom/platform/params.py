@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from postroom.platform.errors import RuleError
+from postroom.platform.fields import NUL_IN_PARAM, without_nul
 
 REPEATED_PARAM = "invalid {}: given more than once"
 
@@ -22,15 +23,11 @@ def query_param(query, name: str) -> str | None:
     return single_value(name, query.getlist(name))
 
 
-def single_value(name: str, values: list[str], error: Callable[[str], Exception] | None = None) -> str | None:
+def single_value(name: str, values: list[str], error: Callable[[str], Exception] = RuleError) -> str | None:
     """The rule of query_param over the values given for `name`, in order; a refusal is raised as
     error(message), a 400 RuleError by default (contacts.query raises its own QueryError)."""
     if not values:
         return None
-    fail = error or (lambda message: RuleError(message))
     if len(values) > 1:
-        raise fail(REPEATED_PARAM.format(name))
-    value = values[0]
-    if "\x00" in value:
-        raise fail(f"invalid {name}: contains a NUL character")
-    return value or None
+        raise error(REPEATED_PARAM.format(name))
+    return without_nul(values[0], name, error, NUL_IN_PARAM) or None
