@@ -14,12 +14,12 @@ Decisions where the contract is silent:
 - Over the body limit: 413 before anything is decoded (1 MiB in the test settings, 10 MiB by
   default). A 10 MB string under a 10 MiB limit reaches the field's own length rule: 400.
 - A query parameter given twice is 400 `invalid <name>: given more than once`, for every
-  parameter an endpoint reads, workspace_id included (one rule: platform/http.py
+  parameter an endpoint reads, workspace_id included (one rule: platform/params.py
   `query_param`); contacts.list's `segments`/`segments[]` is the one list parameter. An empty
   parameter counts as absent: 400 `... is required` where one is required, the default otherwise.
   A NUL in a parameter is 400 `invalid <name>: contains a NUL character`. /confirm answers every
   malformed link, these included, with its one `invalid confirmation link`.
-- limit and offset take ASCII digits only (one parser, contacts.query.parse_limit): `1_0`,
+- limit and offset take ASCII digits only (one parser, platform.paging.parse_limit): `1_0`,
   Arabic-Indic or full-width digits are 400 like any other non-number.
 - Stored free-form JSON (workspace settings, like custom_json) is at most 128 levels deep and
   holds no NUL in any key or string: 400 naming the field, never a database error.

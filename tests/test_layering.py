@@ -90,3 +90,11 @@ def test_no_import_cycles():
 def test_the_walk_sees_a_late_import():
     # contacts.store imports events.store inside a function (delete): the walk must find it
     assert "postroom.events.store" in _imports()["postroom.contacts.store"]
+
+
+def test_the_timeline_imports_no_capability():
+    # the timeline sits under contacts and lists and records for them all: it knows only the
+    # platform and the outbox, its api module included
+    graph = _imports()
+    found = {b for a, targets in graph.items() if _capability(a) == "timeline" for b in targets}
+    assert {_capability(b) for b in found} <= {"platform", "events", "timeline"}

@@ -6,7 +6,7 @@ import base64
 
 from helpers import assert_json_error
 
-from postroom.timeline.api import operation_of
+from postroom.timeline.model import operation_of
 
 TIMELINE = "/api/timeline.list"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from postroom.contacts import model, query, store
 from postroom.lists import store as lists_store
+from postroom.platform.fields import email_key
 from postroom.platform.http import Call, Endpoint
 from postroom.platform.errors import RuleError
 
@@ -24,16 +25,6 @@ async def upsert(call: Call):
                                      after_write=lists_store.sync_contact_created_at)
     contact = model.to_wire(row)
     return {"email": contact["email"], "action": action, "contact": contact, "error": None}
-
-
-def _email_param(raw, missing: str) -> str:
-    """An email naming an existing contact, normalised like stored emails; missing/blank -> 400."""
-    if raw is not None and not isinstance(raw, str):
-        raise RuleError("email must be a string")
-    email = model.normalize_email(raw) if raw else ""
-    if not email:
-        raise RuleError(missing)
-    return query.text_param("email", email)
 
 
 async def _add_memberships(conn, workspace_id: str, contacts: list[dict]) -> None:
@@ -57,7 +48,7 @@ async def _get(call: Call, read, key: str):
 
 
 async def get_by_email(call: Call):
-    return await _get(call, store.get_by_email, _email_param(call.param("email"), "Missing email"))
+    return await _get(call, store.get_by_email, email_key(call.param("email"), "Missing email"))
 
 
 async def get_by_external_id(call: Call):
@@ -84,7 +75,7 @@ async def list_contacts(call: Call):
 
 
 async def delete(call: Call):
-    email = _email_param(call.body.get("email"), "email is required")
+    email = email_key(call.body.get("email"))
     if await store.delete(call.pool, call.workspace_id, email) is None:
         raise RuleError("Contact not found", 404)
     return {"success": True}

@@ -17,7 +17,7 @@ from types import MappingProxyType
 import email_validator as _ev
 import msgspec
 
-from postroom.platform import times
+from postroom.platform import fields, times
 from postroom.platform.errors import RuleError
 
 # ---------------------------------------------------------------- the field table
@@ -125,8 +125,7 @@ def _echo(value: str) -> str:
 
 def _check_text(field: str, s: str) -> None:
     """PostgreSQL text cannot hold NUL, and UTF-8 cannot hold a lone surrogate."""
-    if "\x00" in s:
-        raise _err(f"{field} contains a NUL character")
+    fields.without_nul(s, field, _err)
     if not s.isascii():
         try:
             s.encode("utf-8")
@@ -139,9 +138,7 @@ def _parse_string(field: str, value, limit: int | None):
         raise _type_error(field, "string", value)
     s = value.strip()  # str.strip() trims all Unicode whitespace (U+00A0, U+2003, U+3000, ...)
     _check_text(field, s)
-    if limit is not None and len(s) > limit:
-        raise _err(f"{field} exceeds {limit} characters")
-    return s
+    return s if limit is None else fields.at_most(s, field, limit, _err)
 
 
 # ---------------------------------------------------------------- timezone
@@ -260,9 +257,7 @@ def _parse_json(field: str, value, limit):
 
 # ---------------------------------------------------------------- email
 
-def normalize_email(value: str) -> str:
-    """Trimmed of Unicode whitespace and lower-cased: the stored form and the lookup key."""
-    return value.strip().lower()
+normalize_email = fields.normalize_email  # the stored form and the lookup key
 
 
 # A common-case address that email_validator is certain to accept (checked by a test):
@@ -310,9 +305,7 @@ def validate_email(value) -> str:
     _check_text("email", email)
     if not _email_format_ok(email):
         raise _err("invalid email format")
-    if len(email) > EMAIL_MAX:
-        raise _err(f"email exceeds {EMAIL_MAX} characters")
-    return email
+    return fields.at_most(email, "email", EMAIL_MAX, _err)
 
 
 # ---------------------------------------------------------------- parsing a contact

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from postroom.contacts import model, query
 from postroom.lists.openapi import LIST_ID
+from postroom.platform import paging
 from postroom.platform.openapi import BOOLEAN, STRING, TIME, CURSOR_PARAM, EMAIL_PARAM, PAGE_CURSOR, Op, array, limit_param, obj, param, ref
 
 
@@ -81,7 +82,7 @@ OPERATIONS = {
                 param("segments[]", array(STRING), style="form", explode=True),
                 param("segments", array(STRING), style="form", explode=True),
                 param("with_contact_lists", BOOLEAN, description="true/false/1/0, any case"),
-                limit_param(query.DEFAULT_LIMIT, query.MAX_LIMIT), CURSOR_PARAM],
+                limit_param(paging.DEFAULT_LIMIT, paging.MAX_LIMIT), CURSOR_PARAM],
         ok=obj({"contacts": array(ref("ContactWithLists")), "next_cursor": PAGE_CURSOR}, ["contacts"])),
     "/api/contacts.delete": Op(
         "Delete a contact with its memberships and timeline", id="deleteContact", tag="contacts",

@@ -7,16 +7,14 @@ contacts/store.py (`list_contacts`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
-import re
 from dataclasses import dataclass
 
-from postroom.contacts import model
 from postroom.lists import model as lists_model
+from postroom.platform import paging
 from postroom.platform.errors import RuleError
-from postroom.platform.http import single_value
+from postroom.platform.fields import NUL_IN_PARAM, without_nul
+from postroom.platform.params import single_value
 
 # Case-insensitive substring filters of contacts.list, in the order they are applied.
 SUBSTRING_FILTERS: tuple[str, ...] = (
@@ -26,15 +24,10 @@ SUBSTRING_FILTERS: tuple[str, ...] = (
 # every membership status: the filter's values, and the runs a page of a list's members merges
 LIST_STATUSES: tuple[str, ...] = lists_model.STATUSES
 
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
-LIMIT_ERROR = f"limit must be between 1 and {MAX_LIMIT}"
-CURSOR_ERROR = "invalid cursor encoding"
 MAX_SEGMENTS = 100
 
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
-_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
 
 
 class QueryError(RuleError):
@@ -42,23 +35,6 @@ class QueryError(RuleError):
 
 
 # ---------------------------------------------------------------- single parameters
-
-def text_param(name: str, value: str | None) -> str | None:
-    """A text parameter as given; PostgreSQL text cannot hold NUL, so that is a client error."""
-    if value is not None and "\x00" in value:
-        raise QueryError(f"invalid {name}: contains a NUL character")
-    return value
-
-
-def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
-    """`limit`: absent -> default; a whole number in 1..maximum; anything else is a 400."""
-    if raw is None:
-        return default
-    s = raw.strip()
-    if not _INTEGER.fullmatch(s) or not 1 <= int(s) <= maximum:
-        raise QueryError(f"limit must be between 1 and {maximum}")
-    return int(s)
-
 
 def parse_bool(name: str, raw: str | None, default: bool = False) -> bool:
     """`true`/`false`/`1`/`0` (any case); absent -> default; anything else names the parameter."""
@@ -81,36 +57,15 @@ def like_pattern(value: str) -> str:
 
 # ---------------------------------------------------------------- cursors
 
-def encode_cursor(created_at: _dt.datetime, key: str, sep: str = "~") -> str:
-    """base64 of `<created_at RFC 3339>~<key>`: contacts.list's cursor (key: the email) in
-    Notifuse's shape; timeline.list uses sep "|" and the entry id as key.
-
-    Times are microseconds in PostgreSQL and format_time writes every digit it has, so the
-    cursor names the last row exactly.
-    """
-    return base64.b64encode(f"{model.format_time(created_at)}{sep}{key}".encode()).decode("ascii")
+def encode_cursor(created_at: _dt.datetime, email: str) -> str:
+    """contacts.list's cursor: the created_at and email of the page's last contact, in
+    platform.paging's keyset shape with "~"."""
+    return paging.encode_cursor(created_at, email)
 
 
-def decode_cursor(raw: str, sep: str = "~") -> tuple[_dt.datetime, str]:
-    """(created_at, key) of the last row of the previous page; any defect is `invalid cursor encoding`.
-
-    Standard and URL-safe base64 are both accepted, padded or not; a `+` that arrived as a space
-    (an unencoded cursor in a query string) is taken back.
-    """
-    s = raw.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
-    s += "=" * (-len(s) % 4)
-    try:
-        text = base64.b64decode(s, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        raise QueryError(CURSOR_ERROR) from None
-    stamp, found, key = text.partition(sep)  # an RFC 3339 time holds neither "~" nor "|"; a key may
-    if not found or not key or "\x00" in key:
-        raise QueryError(CURSOR_ERROR)
-    try:
-        created_at = model.parse_time(stamp, "cursor")
-    except model.ContactError:
-        raise QueryError(CURSOR_ERROR) from None
-    return created_at, key
+def decode_cursor(raw: str) -> tuple[_dt.datetime, str]:
+    """(created_at, email) of the previous page's last contact; any defect is `invalid cursor encoding`."""
+    return paging.decode_cursor(raw, error=QueryError)
 
 
 # ---------------------------------------------------------------- contacts.list
@@ -124,7 +79,7 @@ class ListQuery:
     list_status: str | None = None
     segments: tuple[str, ...] = ()
     with_contact_lists: bool = False
-    limit: int = DEFAULT_LIMIT
+    limit: int = paging.DEFAULT_LIMIT
     after: tuple[_dt.datetime, str] | None = None  # decoded cursor
 
     @property
@@ -134,7 +89,7 @@ class ListQuery:
 
 def _one(items: list[tuple[str, str]], name: str) -> str | None:
     """The value of a single-valued parameter, by the rule of every endpoint
-    (postroom.platform.http.query_param): empty counts as absent, given more than once or with
+    (postroom.platform.params.query_param): empty counts as absent, given more than once or with
     a NUL character is an error."""
     return single_value(name, [value for key, value in items if key == name], QueryError)
 
@@ -159,13 +114,13 @@ def parse_list_query(items: list[tuple[str, str]]) -> ListQuery:
     segments: list[str] = []
     for key, value in items:
         if key in ("segments", "segments[]") and value:
-            text_param("segments", value)
+            without_nul(value, "segments", QueryError, NUL_IN_PARAM)
             if value not in segments:
                 segments.append(value)
     if len(segments) > MAX_SEGMENTS:
         raise QueryError(f"too many segments: at most {MAX_SEGMENTS}")
     with_lists = parse_bool("with_contact_lists", _one(items, "with_contact_lists"))
-    limit = parse_limit(_one(items, "limit"))
+    limit = paging.parse_limit(_one(items, "limit"), error=QueryError)
     raw_cursor = _one(items, "cursor")
     after = decode_cursor(raw_cursor) if raw_cursor is not None else None
     return ListQuery(tuple(substrings), list_id, status, tuple(segments), with_lists, limit, after)

@@ -7,17 +7,16 @@ POST /subscribe and GET /confirm are public (no token; an Authorization header i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 
 from starlette.routing import Route
 
 from postroom.auth.model import permission_error
-from postroom.contacts import model as contacts_model, query as contacts_query, store as contacts_store
+from postroom.contacts import store as contacts_store
 from postroom.lists import model, store
-from postroom.platform import ratelimit
+from postroom.platform import paging, ratelimit
 from postroom.platform.errors import RuleError
+from postroom.platform.fields import email_key
 from postroom.platform.http import (
     Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
 from postroom.workspaces import secrets
@@ -25,19 +24,6 @@ from postroom.workspaces import secrets
 LIST_NOT_FOUND = "list not found"
 MEMBERSHIP_NOT_FOUND = "Contact list relationship not found"
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
-
-
-def _email(value) -> str:
-    if value is None or value == "":
-        raise RuleError("email is required")
-    if not isinstance(value, str):
-        raise RuleError("email must be a string")
-    email = contacts_model.normalize_email(value)
-    if not email:
-        raise RuleError("email is required")
-    if "\x00" in email:  # as contacts.delete says it; PostgreSQL text cannot hold NUL
-        raise RuleError("invalid email: contains a NUL character")
-    return email
 
 
 async def _live_list(conn, workspace_id: str, list_id: str, share: bool = False):
@@ -136,7 +122,7 @@ async def subscribe(call: Call):
 # ---------------------------------------------------------------- memberships
 
 async def get_by_ids(call: Call):
-    email = _email(call.param("email"))
+    email = email_key(call.param("email"))
     list_id = model.list_id_param(call.param("list_id"), "list_id")
     async with call.pool.acquire() as conn:
         await _live_list(conn, call.workspace_id, list_id)
@@ -146,27 +132,13 @@ async def get_by_ids(call: Call):
     return {"contact_list": store.membership_wire(row)}
 
 
-def encode_cursor(email: str) -> str:
-    return base64.urlsafe_b64encode(email.encode()).decode()
-
-
-def decode_cursor(raw: str) -> str:
-    try:
-        email = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, ValueError):
-        raise RuleError("invalid cursor encoding") from None
-    if not email or "\x00" in email:
-        raise RuleError("invalid cursor encoding")
-    return email
-
-
 async def get_contacts_by_list(call: Call):
     """One page of the list's members in email order: `limit` (1..1000, default 100), `cursor`
     (the previous page's next_cursor), optional `status`."""
     list_id = model.list_id_param(call.param("list_id"), "list_id")
-    limit = contacts_query.parse_limit(call.param("limit"), PAGE_DEFAULT, PAGE_MAX)  # the one limit rule
+    limit = paging.parse_limit(call.param("limit"), PAGE_DEFAULT, PAGE_MAX)
     cursor = call.param("cursor")
-    after = decode_cursor(cursor) if cursor is not None else None
+    after = paging.decode_key_cursor(cursor) if cursor is not None else None
     status = call.param("status")
     if status is not None:
         status = model.parse_status(status)
@@ -175,12 +147,12 @@ async def get_contacts_by_list(call: Call):
         page, last = await store.members_page(conn, call.workspace_id, lst, limit, after, status)
     out: dict = {"contact_lists": page}
     if last is not None:
-        out["next_cursor"] = encode_cursor(last)
+        out["next_cursor"] = paging.encode_key_cursor(last)
     return out
 
 
 async def get_lists_by_contact(call: Call):
-    email = _email(call.param("email"))
+    email = email_key(call.param("email"))
     async with call.pool.acquire() as conn:
         found = await store.memberships_for(conn, call.workspace_id, [email])
     return {"contact_lists": found.get(email, [])}
@@ -188,7 +160,7 @@ async def get_lists_by_contact(call: Call):
 
 async def update_status(call: Call):
     body = call.body
-    email = _email(body.get("email"))
+    email = email_key(body.get("email"))
     list_id = model.list_id_param(body.get("list_id"), "list_id")
     status = model.parse_status(body.get("status"))
     ws = call.workspace_id
@@ -202,7 +174,7 @@ async def update_status(call: Call):
 
 async def remove_contact(call: Call):
     body = call.body
-    email = _email(body.get("email"))
+    email = email_key(body.get("email"))
     list_id = model.list_id_param(body.get("list_id"), "list_id")
     async with call.pool.acquire() as conn, conn.transaction():
         lst = await _live_list(conn, call.workspace_id, list_id, share=True)

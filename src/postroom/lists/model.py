@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from postroom.contacts import model as contacts
+from postroom.platform import fields
 from postroom.platform.errors import RuleError
 
 # ---------------------------------------------------------------- lists
@@ -30,10 +31,7 @@ class ListError(RuleError):
 
 
 def _check_id(prefix: str, value, name: str = "id") -> str:
-    if value is None or value == "":
-        raise ListError(f"{prefix}{name} is required")
-    if not isinstance(value, str):
-        raise ListError(f"{prefix}{name} must be a string")
+    fields.required_string(value, f"{prefix}{name}", ListError)
     if not LIST_ID.fullmatch(value):
         if len(value) > 32:
             raise ListError(f"{prefix}{name} length must be between 1 and 32")
@@ -56,18 +54,7 @@ def _check_bool(prefix: str, body: dict, name: str, default):
 
 
 def _check_name(prefix: str, value) -> str:
-    if value is None:
-        raise ListError(f"{prefix}name is required")
-    if not isinstance(value, str):
-        raise ListError(f"{prefix}name must be a string")
-    name = value.strip()
-    if not name:
-        raise ListError(f"{prefix}name is required")
-    if "\x00" in name:
-        raise ListError(f"{prefix}name contains a NUL character")
-    if len(name) > NAME_MAX:
-        raise ListError(f"{prefix}name length must be between 1 and {NAME_MAX}")
-    return name
+    return fields.text(value, f"{prefix}name", NAME_MAX, ListError, fields.BETWEEN)
 
 
 def _check_description(prefix: str, body: dict, default):
@@ -76,14 +63,9 @@ def _check_description(prefix: str, body: dict, default):
     value = body["description"]
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise ListError(f"{prefix}description must be a string")
-    if "\x00" in value:
-        raise ListError(f"{prefix}description contains a NUL character")
-    value = value.strip()
-    if len(value) > DESCRIPTION_MAX:
-        raise ListError(f"{prefix}description exceeds {DESCRIPTION_MAX} characters")
-    return value
+    name = f"{prefix}description"
+    value = fields.without_nul(fields.string(value, name, ListError), name, ListError).strip()
+    return fields.at_most(value, name, DESCRIPTION_MAX, ListError)
 
 
 def parse_new_list(body: dict) -> dict:

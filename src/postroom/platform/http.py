@@ -19,6 +19,8 @@ from starlette.responses import Response
 
 from postroom.platform import jsonenc
 from postroom.platform.errors import RuleError
+from postroom.platform.fields import required_string
+from postroom.platform.params import query_param
 
 log = logging.getLogger("postroom.http")
 
@@ -57,38 +59,6 @@ def decode_object(body: bytes) -> dict:
     if not isinstance(value, dict):
         raise RuleError("Invalid request body")
     return value
-
-
-# ---- query parameters -----------------------------------------------------------------------
-
-REPEATED_PARAM = "invalid {}: given more than once"
-
-
-def query_param(query, name: str) -> str | None:
-    """The value of query parameter `name` (from starlette QueryParams); empty counts as absent.
-
-    Given more than once is 400 `invalid <name>: given more than once`: which value was meant is
-    not guessed (first-wins and last-wins readers, say a proxy and us, would disagree). A NUL
-    character is 400 `invalid <name>: contains a NUL character` (PostgreSQL text cannot hold one).
-    Every handler reads parameters through here (Call.param); contacts.list parses its many
-    parameters itself (contacts.query) with the same rule and REPEATED_PARAM, and reads its one
-    list parameter (segments) with every value.
-    """
-    return single_value(name, query.getlist(name))
-
-
-def single_value(name: str, values: list[str], error: Callable[[str], Exception] | None = None) -> str | None:
-    """The rule of query_param over the values given for `name`, in order; a refusal is raised as
-    error(message), a 400 RuleError by default (contacts.query raises its own QueryError)."""
-    if not values:
-        return None
-    fail = error or (lambda message: RuleError(message))
-    if len(values) > 1:
-        raise fail(REPEATED_PARAM.format(name))
-    value = values[0]
-    if "\x00" in value:
-        raise fail(f"invalid {name}: contains a NUL character")
-    return value or None
 
 
 # ---- endpoints ------------------------------------------------------------------------------
@@ -130,10 +100,7 @@ class Endpoint:
 
 
 def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
-    if value is None or value == "":
-        raise RuleError(missing)
-    if not isinstance(value, str):
-        raise RuleError(f"{name} must be a string")
+    required_string(value, name, missing=missing)
     if not WORKSPACE_ID.match(value):
         raise RuleError(f"invalid {name}: must be 1-32 characters of a-z, 0-9, _ and -")
     return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postroom.contacts import query
+from postroom.platform import paging
 from postroom.timeline import api as timeline_api
 from postroom.platform.openapi import STRING, TIME, CURSOR_PARAM, EMAIL_PARAM, PAGE_CURSOR, Op, array, limit_param, obj, ref
 
@@ -21,6 +21,6 @@ SCHEMAS = {
 OPERATIONS = {
     "/api/timeline.list": Op(
         "A contact's timeline, newest first", id="listContactTimeline", tag="timeline",
-        params=[EMAIL_PARAM, limit_param(timeline_api.DEFAULT_LIMIT, query.MAX_LIMIT), CURSOR_PARAM],
+        params=[EMAIL_PARAM, limit_param(timeline_api.DEFAULT_LIMIT, paging.MAX_LIMIT), CURSOR_PARAM],
         ok=obj({"timeline": array(ref("TimelineEntry")), "next_cursor": PAGE_CURSOR}, ["timeline"])),
 }

@@ -11,8 +11,7 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from postroom.contacts import query
-from postroom.platform import jsonenc
+from postroom.platform import fields, jsonenc, paging
 from postroom.platform.errors import RuleError
 from postroom.platform.outbound import ip_literal, refused_address, refused_message
 
@@ -80,15 +79,8 @@ def new_message_id(prefix: str = "") -> str:
 def parse_url(value) -> str:
     """A receiver URL: http(s), with a host that is not a refused address literal.
     (Names are resolved and checked by the caller that can do I/O, and again at delivery.)"""
-    if value is None or value == "":
-        raise WebhookError("URL is required")
-    if not isinstance(value, str):
-        raise WebhookError("URL must be a string")
-    url = value.strip()
-    if not url:
-        raise WebhookError("URL is required")
-    if len(url) > MAX_URL:
-        raise WebhookError(f"URL must be at most {MAX_URL} characters")
+    url = fields.trimmed_string(value, "URL", WebhookError)
+    fields.at_most(url, "URL", MAX_URL, WebhookError, fields.AT_MOST)
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise WebhookError("invalid URL: it contains spaces or control characters")
     try:
@@ -110,28 +102,11 @@ def parse_url(value) -> str:
 # ---------------------------------------------------------------- input
 
 def parse_id(value) -> str:
-    if value is None or value == "":
-        raise WebhookError("id is required")
-    if not isinstance(value, str):
-        raise WebhookError("id must be a string")
-    if "\x00" in value:  # PostgreSQL text (and jsonb) cannot hold NUL: refused here, not by the database
-        raise WebhookError("id contains a NUL character")
-    return value
+    return fields.without_nul(fields.required_string(value, "id", WebhookError), "id", WebhookError)
 
 
 def parse_name(value) -> str:
-    if value is None:
-        raise WebhookError("name is required")
-    if not isinstance(value, str):
-        raise WebhookError("name must be a string")
-    name = value.strip()
-    if not name:
-        raise WebhookError("name is required")
-    if "\x00" in name:
-        raise WebhookError("name contains a NUL character")
-    if len(name) > MAX_NAME:
-        raise WebhookError(f"name must be at most {MAX_NAME} characters")
-    return name
+    return fields.text(value, "name", MAX_NAME, WebhookError, fields.AT_MOST)
 
 
 def parse_event_type(value) -> str:
@@ -162,8 +137,8 @@ def parse_custom_event_filters(value) -> dict | None:
             continue
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise WebhookError(f"custom_event_filters.{key} must be an array of strings")
-        if any("\x00" in i for i in items):
-            raise WebhookError(f"custom_event_filters.{key} contains a NUL character")
+        for item in items:
+            fields.without_nul(item, f"custom_event_filters.{key}", WebhookError)
         if items:
             out[key] = list(dict.fromkeys(items))
     return out or None
@@ -205,10 +180,8 @@ def parse_update(body: dict) -> dict:
 
 
 def parse_page(limit: str | None, offset: str | None) -> tuple[int, int]:
-    try:  # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
-        n = query.parse_limit(limit, 20, 100)
-    except query.QueryError as exc:
-        raise WebhookError(exc.message) from None
+    # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
+    n = paging.parse_limit(limit, 20, 100, WebhookError)
     o = 0 if offset is None else offset.strip()
     if o != 0 and not (o.isascii() and o.isdigit() and len(o) <= 18):
         raise WebhookError("offset must be a non-negative integer")

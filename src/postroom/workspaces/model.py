@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from postroom.platform import jsonenc
+from postroom.platform import fields, jsonenc
 from postroom.platform.errors import RuleError
 from postroom.platform.http import WORKSPACE_ID
 
@@ -21,14 +21,7 @@ def validate_new(body: dict) -> tuple[str, str, dict]:
         raise WorkspaceError("id is required")
     if not isinstance(ws_id, str) or not WORKSPACE_ID.match(ws_id):
         raise WorkspaceError("invalid id: must be 1-32 characters of a-z, 0-9, _ and -")
-    if name is None or (isinstance(name, str) and not name.strip()):
-        raise WorkspaceError("name is required")
-    if not isinstance(name, str):
-        raise WorkspaceError("name must be a string")
-    if "\x00" in name:
-        raise WorkspaceError("name contains a NUL character")
-    if len(name.strip()) > 255:
-        raise WorkspaceError("name exceeds 255 characters")
+    name = fields.text(name, "name", 255, WorkspaceError)
     if settings is None:
         settings = {}
     if not isinstance(settings, dict):
@@ -36,7 +29,7 @@ def validate_new(body: dict) -> tuple[str, str, dict]:
     problem = jsonenc.storage_problem(settings)
     if problem:
         raise WorkspaceError(f"settings {problem}")
-    return ws_id, name.strip(), settings
+    return ws_id, name, settings
 
 
 def api_key_email(workspace_id: str, prefix) -> str:

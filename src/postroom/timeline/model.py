@@ -1,0 +1,42 @@
+"""A timeline entry on the wire, close to Notifuse's timeline entries. Pure: no I/O.
+
+    {"id": "123",                      # string, like Notifuse's
+     "email": "a@example.com",
+     "operation": "insert" | "update" | "delete",
+     "entity_type": "contact" | "contact_list" | ...,
+     "kind": "contact.created",        # the event type recorded (also the outbox event's type)
+     "entity_id": "...",               # omitted when there is none
+     "changes": {"field": {"old": .., "new": ..}} | null,
+     "created_at": "2024-01-01T10:00:00.123456Z"}
+
+Notifuse's `kind` is `<operation>_<entity_type>` (`insert_contact`); ours is the event type the
+entry was recorded under, and `operation` is derived from it (see operation_of).
+"""
+
+from __future__ import annotations
+
+from postroom.platform.times import format_time
+
+_INSERTS = ("created", "subscribed")
+_DELETES = ("deleted", "removed")
+
+
+def operation_of(kind: str) -> str:
+    """`contact.created`/`list.subscribed` -> insert, `*.deleted`/`list.removed` -> delete,
+    every other change of state (updated, unsubscribed, bounced, confirmed...) -> update."""
+    verb = kind.rpartition(".")[2]
+    if verb in _INSERTS:
+        return "insert"
+    if verb in _DELETES:
+        return "delete"
+    return "update"
+
+
+def entry_wire(row) -> dict:
+    entry = {"id": str(row["id"]), "email": row["email"], "operation": operation_of(row["kind"]),
+             "entity_type": row["entity_type"], "kind": row["kind"]}
+    if row["entity_id"] is not None:
+        entry["entity_id"] = row["entity_id"]
+    entry["changes"] = row["changes"]
+    entry["created_at"] = format_time(row["created_at"])  # as contacts and cursors write it
+    return entry
