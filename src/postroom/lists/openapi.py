@@ -26,6 +26,10 @@ SCHEMAS = {
         ["id", "name", "is_double_optin", "is_public", "created_at", "updated_at"]),
 }
 
+_LIST_BODY = {"id": LIST_ID, "name": {"type": "string", "maxLength": lists_model.NAME_MAX},
+              "is_double_optin": {"type": ["boolean", "null"]}, "is_public": {"type": ["boolean", "null"]},
+              "description": {"type": ["string", "null"], "maxLength": lists_model.DESCRIPTION_MAX}}
+
 OPERATIONS = {
     "/api/lists.list": Op("The live lists", id="listLists", tag="lists", ok=obj({"lists": array(ref("List"))}, ["lists"])),
     "/api/lists.get": Op(
@@ -33,15 +37,11 @@ OPERATIONS = {
         ok=obj({"list": ref("List")}, ["list"]), errors=[404]),
     "/api/lists.create": Op(
         "Create a list", id="createList", tag="lists",
-        body={"id": LIST_ID, "name": {"type": "string", "maxLength": lists_model.NAME_MAX},
-              "is_double_optin": {"type": ["boolean", "null"]}, "is_public": {"type": ["boolean", "null"]},
-              "description": {"type": ["string", "null"], "maxLength": lists_model.DESCRIPTION_MAX}},
+        body=_LIST_BODY,
         required=["id", "name"], status=201, ok=obj({"list": ref("List")}, ["list"]), errors=[409]),
     "/api/lists.update": Op(
         "Update a list (flags and description left out keep their value)", id="updateList", tag="lists",
-        body={"id": LIST_ID, "name": {"type": "string", "maxLength": lists_model.NAME_MAX},
-              "is_double_optin": {"type": ["boolean", "null"]}, "is_public": {"type": ["boolean", "null"]},
-              "description": {"type": ["string", "null"], "maxLength": lists_model.DESCRIPTION_MAX}},
+        body=_LIST_BODY,
         required=["id", "name"], ok=obj({"list": ref("List")}, ["list"]), errors=[404]),
     "/api/lists.delete": Op(
         "Delete a list (soft)", id="deleteList", tag="lists", body={"id": LIST_ID}, required=["id"],
