@@ -94,7 +94,7 @@ async def empty_db(server_url):
 @pytest.fixture(scope="session")
 async def pool(dsn):
     # Generous waits: tests burst 50 concurrent requests at this pool, and a slow CI machine
-    # must not turn a queue for connections into 503s (tests/test_faults.py checks the bound).
+    # must not turn a queue for connections into 503s (tests/cross/test_faults.py checks the bound).
     p = await db.create_pool(dsn, min_size=2, max_size=60, timeout=30.0)
     yield p
     await p.close()

@@ -14,7 +14,7 @@ conftest.py hooks `Contract.check` into the `client` fixture, so every call a te
   counts as absent, as the server reads it.
 - a method the document does not list on a documented path must get 401 (token first) or 405
   with Allow, as components/responses say, with the error body; OPTIONS (CORS, answered for any path) and paths the document does not
-  list (404 `not found`) are not checked here: tests/test_http_edge.py covers them.
+  list (404 `not found`) are not checked here: tests/platform/test_http_edge.py covers them.
 """
 
 from __future__ import annotations

@@ -343,7 +343,7 @@ def _parse_slow(raw, keep_nulls: bool) -> dict[str, object]:
 # with the same result; any other value (a wrong type, too long, unusual text, a time of
 # another shape) goes to its parser, which returns it or raises the error the rules give.
 # Fields are taken in the same order, so the first failure is the same one.
-# tests/test_contacts_fast_paths.py holds the two paths together.
+# tests/contacts/test_contacts_fast_paths.py holds the two paths together.
 
 _F_STRING, _F_TIMEZONE, _F_NUMBER, _F_INTEGER, _F_TIME, _F_STAMP, _F_JSON = range(7)
 _F_CODE = {_STRING: _F_STRING, _TIMEZONE: _F_TIMEZONE, _NUMBER: _F_NUMBER, _INTEGER: _F_INTEGER,

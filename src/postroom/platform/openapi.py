@@ -8,9 +8,9 @@ built once, on first use, and served as the same bytes on every call. Methods, a
 the errors every endpoint shares (401, 403, 400 for workspace_id and bodies, 413, 503) are derived
 from the registered Endpoint objects. 500 is documented nowhere: a 5xx other than 503 is a bug.
 
-The test suite holds the document to the code: tests/test_openapi.py validates it and compares
+The test suite holds the document to the code: tests/platform/test_openapi.py validates it and compares
 its operations with the registered endpoints, tests/conftest.py checks every request and
-response the tests make against it, and tests/test_fuzz.py runs Schemathesis on it.
+response the tests make against it, and tests/cross/test_fuzz.py runs Schemathesis on it.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ SCHEMAS = {
 
 
 def build(capabilities: Sequence[Capability]) -> dict:
-    """The document of the manifests' endpoints (those with an Op; tests/test_openapi.py names
+    """The document of the manifests' endpoints (those with an Op; tests/platform/test_openapi.py names
     every registered endpoint left out), route path items and schemas, in manifest order."""
     paths: dict = {}
     schemas = dict(SCHEMAS)

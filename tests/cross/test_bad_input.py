@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from helpers import assert_json_error
+from helpers import assert_json_error, snapshot
 
 from postroom.app import CAPABILITIES, build_api, create_app
 from postroom.auth import model as auth_model, store as auth_store
@@ -61,51 +61,6 @@ FOREIGN = "user is not a member of the workspace"
 
 def method_of(path: str) -> str:
     return ENDPOINTS[path].method if path in ENDPOINTS else PUBLIC[path]
-
-
-# ---------------------------------------------------------------- the workspace's rows
-
-_TABLES = """
-SELECT c.table_name::text
-  FROM information_schema.columns c
-  JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
- WHERE c.table_schema = current_schema() AND c.column_name = 'workspace_id' AND t.table_type = 'BASE TABLE'
- ORDER BY 1
-"""
-
-
-_snapshot_sql: list[str] = []
-
-
-async def _snapshot_query(conn) -> str:
-    """One statement reading all of a workspace's rows, table by table, each as sorted JSON."""
-    if not _snapshot_sql:
-        tables = [r[0] for r in await conn.fetch(_TABLES)]
-        parts = [f"""(SELECT json_agg(t ORDER BY t::text) FROM "{t}" t WHERE workspace_id = $1) AS "{t}" """
-                 for t in tables]
-        parts += [
-            "(SELECT json_agg(w ORDER BY w::text) FROM workspaces w WHERE id = $1) AS workspaces",
-            "(SELECT json_agg(u ORDER BY u::text) FROM users u JOIN user_workspaces m ON m.user_id = u.id"
-            " WHERE m.workspace_id = $1) AS users",
-            "(SELECT json_agg(s ORDER BY s::text) FROM user_sessions s JOIN user_workspaces m"
-            " ON m.user_id = s.user_id WHERE m.workspace_id = $1) AS user_sessions",
-        ]
-        _snapshot_sql.append("SELECT " + ",\n".join(parts))
-    return _snapshot_sql[0]
-
-
-async def snapshot(pool, ws_id: str, totals: bool = False) -> dict:
-    """Every row of the workspace, in every table with a workspace_id column (read from the
-    catalog, so a new table is covered without editing this), its workspaces row, the users that
-    are its members and their sessions. `totals`: also the number of workspaces, users and
-    sessions overall (for the calls that would create one of those)."""
-    async with pool.acquire() as conn:
-        out = dict(await conn.fetchrow(await _snapshot_query(conn), ws_id))
-        if totals:
-            out["totals"] = tuple(await conn.fetchrow(
-                "SELECT (SELECT count(*) FROM workspaces), (SELECT count(*) FROM users),"
-                " (SELECT count(*) FROM user_sessions)"))
-    return out
 
 
 # ---------------------------------------------------------------- a workspace with data
@@ -415,7 +370,7 @@ class Unchanged:
 
 def test_every_endpoint_has_cases():
     routes = {r.path for capability in CAPABILITIES if capability.name != "platform"
-              for r in capability.routes}  # the probes take no input (tests/test_observability.py)
+              for r in capability.routes}  # the probes take no input (tests/platform/test_observability.py)
     assert routes == set(PUBLIC), "a new public route needs its bad-input cases here"
     posts = {p for p, e in ENDPOINTS.items() if e.method == "POST"} | {"/subscribe"}
     assert posts == set(FIELDS), f"POST endpoints without a field table: {posts ^ set(FIELDS)}"

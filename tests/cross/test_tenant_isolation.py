@@ -39,7 +39,7 @@ import httpx
 from postroom.app import CAPABILITIES, build_api
 from postroom.webhooks import delivery
 
-from test_bad_input import snapshot
+from helpers import snapshot
 
 ENDPOINTS = build_api().endpoints
 PUBLIC = {"/subscribe": "POST", "/confirm": "GET"}
@@ -529,7 +529,7 @@ def foreign(path: str, probe: Probe, ctx: Ctx) -> list[Probe]:
 
 def test_every_path_has_isolation_cases():
     routes = {r.path for capability in CAPABILITIES if capability.name != "platform"
-              for r in capability.routes}  # the probes name no workspace (tests/test_observability.py)
+              for r in capability.routes}  # the probes name no workspace (tests/platform/test_observability.py)
     assert routes == set(PUBLIC), f"public routes without isolation cases: {routes ^ set(PUBLIC)}"
     missing = set(ENDPOINTS) - set(CASES)
     assert not missing, f"endpoints without isolation cases: {sorted(missing)}"

@@ -14,7 +14,7 @@ from postroom.lists import model
 from postroom.platform import secrets as sealed_secrets
 from postroom.workspaces import secrets as ws_secrets
 
-from test_lists import add, list_events, list_timeline, make_list, membership
+from helpers import add, list_events, list_timeline, make_list, membership
 
 
 async def public(client, ws_id, contact, list_ids, **extra):

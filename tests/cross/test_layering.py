@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "postroom"
+SRC = Path(__file__).resolve().parents[2] / "src" / "postroom"
 ORDER = ["platform", ("auth", "workspaces"), "events", "timeline", "contacts", "lists", "segments",
          "templates", "delivery", "tracking", "broadcasts", "console"]
 RANK = {name: i for i, names in enumerate(ORDER) for name in ((names,) if isinstance(names, str) else names)}

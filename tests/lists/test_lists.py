@@ -5,56 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import add, list_events, list_timeline, make_contacts, make_list, membership
 
 from postroom.contacts.model import format_time
 from postroom.lists import model, store
 
 # ---------------------------------------------------------------- helpers
-
-
-async def make_list(client, ws, list_id="news", **fields):
-    body = {"workspace_id": ws.id, "id": list_id, "name": fields.pop("name", f"List {list_id}"), **fields}
-    r = await client.post("/api/lists.create", headers=ws.headers, json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["list"]
-
-
-async def add(pool, ws, list_id, email, status):
-    async with pool.acquire() as conn:
-        # as the application writes it: contact_created_at from the contact (now when there is none)
-        await conn.execute("INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)"
-                           " VALUES ($1, $2, $3, $4, coalesce((SELECT created_at FROM contacts"
-                           "                                    WHERE workspace_id = $1 AND email = $3), now()))",
-                           ws.id, list_id, email, status)
-
-
-async def make_contacts(pool, ws, emails, created_at=None):
-    """Bare contacts (email and times only), straight into the table: memberships need a contact."""
-    await pool.execute("INSERT INTO contacts (workspace_id, email, created_at, updated_at)"
-                       " SELECT $1, e, coalesce($3, now()), now() FROM unnest($2::text[]) e"
-                       " ON CONFLICT DO NOTHING", ws.id, list(emails), created_at)
-
-
-async def membership(pool, ws, list_id, email):
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT status, deleted_at FROM contact_lists"
-                                  " WHERE workspace_id = $1 AND list_id = $2 AND email = $3", ws.id, list_id, email)
-    return None if row is None else (row["status"], row["deleted_at"] is not None)
-
-
-async def list_events(pool, ws):
-    """(type, subject, data) of the workspace's list.* outbox events, oldest first."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT type, subject, data FROM events WHERE workspace_id = $1"
-                                " AND type LIKE 'list.%' ORDER BY id", ws.id)
-    return [(r["type"], r["subject"], r["data"]) for r in rows]
-
-
-async def list_timeline(pool, ws):
-    async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT kind, email, entity_type, entity_id, changes FROM contact_timeline"
-                                " WHERE workspace_id = $1 AND kind LIKE 'list.%' ORDER BY id", ws.id)
-    return [tuple(r) for r in rows]
 
 
 async def lists_rows(pool, ws):

@@ -9,11 +9,11 @@ import pytest
 from helpers import assert_json_error
 
 UPSERT = "/api/contacts.upsert"
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "contacts.upsert.txt"
+SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "contacts.upsert.txt"
 # The founding document's example request and response, kept with the tests so that a checkout
 # on its own (CI) runs the seed test too; test_seed_example_copy_matches_the_seed holds it to the
 # document wherever the document is beside the checkout.
-SEED_EXAMPLE = Path(__file__).resolve().parent / "data" / "seed_example.json"
+SEED_EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "seed_example.json"
 
 
 def parse_seed(text: str):
