@@ -80,20 +80,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def output_until_running(proc, timeout: float = 30) -> str:
+    """What a starting `postroom serve` printed, up to uvicorn's line saying it serves (or its exit)."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Uvicorn running" in line or proc.poll() is not None:
+            break
+    return "".join(lines)
+
+
 async def test_serve_first_start_prints_a_working_key_once(empty_db):
     env = env_for(empty_db.url)
     port = free_port()
     args = [sys.executable, "-m", "postroom.cli", "serve", "--no-workers", "--port", str(port)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "Uvicorn running" in line or proc.poll() is not None:
-                break
-        text = "".join(lines)
+        text = output_until_running(proc)
         assert "shown only once" in text, text
         token = re.search(r"Bearer ([\w.-]+)'", text).group(1)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -108,14 +113,7 @@ async def test_serve_first_start_prints_a_working_key_once(empty_db):
     # a second start of the same installation does not print a key again
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "Uvicorn running" in line or proc.poll() is not None:
-                break
-        assert "shown only once" not in "".join(lines)
+        assert "shown only once" not in output_until_running(proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
