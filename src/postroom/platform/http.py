@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Literal
 
 import asyncpg
 from starlette.requests import Request
@@ -87,12 +87,17 @@ class Call:
 Handler = Callable[[Call], Awaitable[Any]]
 
 
+# "workspace": a token and a membership of the named workspace (with `resource` read/write);
+# "user": a token only; "none": public.
+Auth = Literal["workspace", "user", "none"]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     path: str                  # e.g. "/api/contacts.upsert"
     method: str                # "GET" or "POST"
     handler: Handler
-    auth: str = "workspace"    # "workspace": token + membership; "user": token only; "none"
+    auth: Auth = "workspace"
     resource: str | None = None
     write: bool = False
     missing_workspace: str = "workspace_id is required"
