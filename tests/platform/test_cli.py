@@ -4,13 +4,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import asyncpg
 import httpx
+from processes import free_port
 
 from conftest import SECRET
 
@@ -72,12 +72,6 @@ def test_external_database_needs_a_secret_key():
     del env["POSTROOM_SECRET_KEY"]
     out = run(["apikey", "create", "--workspace", "x"], env)
     assert out.returncode == 1 and "POSTROOM_SECRET_KEY is not set" in out.stderr
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def output_until_running(proc, timeout: float = 30) -> str:

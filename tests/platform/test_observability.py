@@ -285,7 +285,7 @@ async def test_readyz_503_when_the_database_is_gone_while_healthz_stays_200(empt
 # ---------------------------------------------------------------- the real server
 
 async def test_serve_writes_json_lines_on_stdout_and_no_uvicorn_access_log(dsn, ws):
-    from test_faults import Serve
+    from processes import Serve
 
     server = Serve(dsn).start()
     try:
