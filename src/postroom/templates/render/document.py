@@ -129,11 +129,26 @@ def clean_liquid(text: str) -> str:
 
 # ---------------------------------------------------------------- markup fix-up (step 7)
 
-_LOOSE_LT_RE = re.compile(r"<!--.*?-->|<(?![A-Za-z/!?])", re.S)
+_FIX_RE = re.compile(
+    r"""<!--.*?-->|<[A-Za-z/!?](?:[^>"']|"[^"]*"|'[^']*')*>"""  # comments and tags: kept
+    r"|<"  # any other `<`: it cannot open a tag
+    r"|(?<=[^\x00-\x7f])>|(?<=[^\x00-\x7f].)>", re.S)  # `漢>` in text
+
+
+def _fixed(match: re.Match) -> str:
+    found = match.group()
+    if len(found) > 1:
+        return found
+    return "&lt;" if found == "<" else "&gt;"
 
 
 def fix_markup(text: str) -> str:
-    """A `<` that cannot open a tag becomes `&lt;`, so `Price < 10` from data still parses."""
-    if "<" not in text:
+    """A `<` that cannot open a tag becomes `&lt;`, so `Price < 10` from data still parses.
+
+    Also, outside tags, a `>` within two characters after a non-ASCII one becomes `&gt;`: mrml
+    0.2's tokenizer steps two bytes back from a `>` in text and panics when that lands inside a
+    character (`漢>`, `éZ>`). Both spellings are the same HTML text.
+    """
+    if "<" not in text and ">" not in text:
         return text
-    return _LOOSE_LT_RE.sub(lambda m: m.group() if len(m.group()) > 1 else "&lt;", text)
+    return _FIX_RE.sub(_fixed, text)
