@@ -6,11 +6,13 @@ way, and neither drops a hidden preheader. The contract's rules are few and exac
 converter states them directly:
 
 - `<head>`, `<style>`, `<script>`, `<title>`, comments (conditional comments included) and any
-  element styled `display:none` (the hidden preheader) are dropped; images write nothing, so
-  the open pixel drops too;
+  element styled `display:none` (the hidden preheader) are dropped; a comment still separates
+  words (mrml puts one between navbar links); images write nothing, so the open pixel drops too;
 - `p`, headings, `div`, table rows, `li`, `br` and the other block elements start lines;
 - a link is `label (URL)` with the URL as the HTML has it (tracked), or the URL alone when the
-  label is empty or equals it; a link to nothing or to `#…` is its label;
+  label equals it; an image inside a link lends its `alt` to the label, and a link with no
+  label at all (a social icon beside its named link) is left out; a link to nothing or to
+  `#…` is its label;
 - entities are decoded; runs of spaces collapse, lines are trimmed, runs of blank lines become
   one, and the whole is trimmed.
 
@@ -32,8 +34,9 @@ _CELLS = frozenset(("td", "th"))
 _VOID = frozenset(("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
                    "param", "source", "track", "wbr"))
 _HIDDEN_RE = re.compile(r"display\s*:\s*none", re.I)
-# Whitespace in HTML text is one space whatever it is; NBSP too, in a plain-text mail.
-WHITESPACE = str.maketrans(dict.fromkeys(map(ord, "\t\n\r\f\v\xa0"), " "))
+# Whitespace in HTML text is one space whatever it is; in a plain-text mail NBSP and the hair
+# space of mj-spacer too.
+WHITESPACE = str.maketrans(dict.fromkeys((c for c in range(0x3001) if chr(c).isspace()), " "))
 
 
 @dataclass
@@ -70,6 +73,8 @@ class _Pieces(HTMLParser):
             self.skipping, self.nesting = tag, 0
             return
         self._break(tag)
+        if tag == "img" and self.link is not None:
+            self.link.label += " " + (dict(attrs).get("alt") or "").translate(WHITESPACE) + " "
         if tag == "a":
             self._close_link()
             href = next((value for name, value in attrs if name == "href"), None)
@@ -96,6 +101,10 @@ class _Pieces(HTMLParser):
         else:
             self._break(tag)
 
+    def handle_comment(self, data):
+        if self.skipping is None:
+            self._write(" ")
+
     def handle_data(self, data):
         if self.skipping is None:
             self._write(data.translate(WHITESPACE))
@@ -121,10 +130,12 @@ def pieces(page: str) -> list[str | Link]:
 
 
 def link_text(label: str, url: str) -> str:
-    label = " ".join(label.split())
     if not url or url.startswith("#"):
-        return label
-    return url if not label or label == url else f"{label} ({url})"
+        return label  # as it stands, spaces kept: carousel thumbnails are such links side by side
+    label = " ".join(label.split())
+    if not label:
+        return ""
+    return url if label == url else f"{label} ({url})"
 
 
 _SPACES_RE = re.compile(r" {2,}")
