@@ -1,37 +1,42 @@
 """Rendering the MJML once per template version (4.8): what makes personalised sends cheap.
 
 A document whose Liquid is only output statements (`{{ … }}`, no tags) can be rendered by mrml
-once with a unique marker in place of each output, and the HTML, the MJML and the plain text of
-each recipient are then that one rendering with the recipient's values put where the markers
-are. That is only the same output as Liquid-then-mrml when mrml copies the values untouched, so a
-plan is made only when all of this holds, and otherwise every recipient takes the full path:
+once with a unique marker in place of each output, and the MJML, HTML and plain text of each
+recipient are then that one rendering with the recipient's values put where the markers are.
+That is only the output Liquid-then-mrml gives when mrml treats the values as it treats the
+markers, so a plan is made only when all of this holds, and otherwise every recipient takes the
+full path:
 
-1. every marker sits where mrml copies text as it is: in the content of `mj-text`, `mj-button`,
-   `mj-raw`, `mj-table`, `mj-title`, `mj-preview` and the other content elements (outside
-   `<style>` and `<script>`), or in an `href`, `src`, `alt` or `title` value of an element
-   there or of `mj-image`, `mj-button` and the other elements that copy those attributes;
-   never in a comment, never inside a tag name, never right after a `&` that could make an
-   entity with it;
-2. a second family of markers, of another length and full of punctuation and spaces, renders
-   to the same HTML with the second markers in place of the first (so mrml neither measured,
-   parsed nor encoded them), and every marker shows up at least once;
-3. for each recipient, every value is "inert": made of letters, digits, non-ASCII characters and
-   the URL punctuation the second family carries, with single inner spaces, no markup, no
-   entity, no quote and no `;`. An empty value is inert only where the text or attribute around
-   it has characters of its own and mrml renders the document with that marker removed as the
-   marker-free HTML. A recipient whose values are not inert takes the full path.
+1. every marker sits where mrml copies text: in the content of `mj-text`, `mj-button`, `mj-raw`,
+   `mj-table`, `mj-title`, `mj-preview` and the other content elements (outside `<style>` and
+   `<script>`), or in an `href`, `src`, `alt` or `title` value of an element there or of
+   `mj-image`, `mj-button` and the other elements that copy those attributes; never in a
+   comment, never inside a tag name, never right after a `&` that could make an entity with it;
+2. a second family of markers, of another length and carrying every character an inert value
+   may have (spaces, URL punctuation, entities, a bare `&`, non-ASCII, quotes between tags),
+   renders to the HTML of the first with the second markers in their place. mrml copies
+   markers as they are, except that `mj-style inline` makes it parse and re-serialise the whole
+   page by the HTML standard's rules; then the expected page holds each second marker
+   serialised the same way (`_serialise`), and values are serialised so before they go in. The
+   richest level of characters that passes is the plan's; none passing, no plan;
+3. for each recipient, every value is inert at its place: only characters of that level,
+   single inner spaces, entities whole, and no `&…` at its end when what follows could continue
+   it. An empty value is inert only where the text or attribute around it has characters of its
+   own and mrml renders the document with that marker removed as the page with it removed.
 
 Links and the open pixel are applied to each recipient's substituted HTML by the same code as on
 the full path; the plain text is derived once (`text.pieces`) and finished per recipient
 (`text.assemble`), which is exact because the pieces depend only on markup, and inert values
-carry none. The tests compare both paths on every golden template.
+carry none. The tests compare both paths on every golden template with random data.
 """
 
 from __future__ import annotations
 
 import html as _html
+import html.entities
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -41,33 +46,71 @@ from liquid.builtin.content import ContentNode
 from postroom.templates.render import links, liquid, mjml, text
 from postroom.templates.render.document import fix_markup
 
-# Where mrml copies text content as it is.
+# Where mrml copies text content.
 _TEXTY = frozenset((
     "mj-text", "mj-button", "mj-raw", "mj-table", "mj-title", "mj-preview", "mj-navbar-link",
     "mj-social-element", "mj-accordion-title", "mj-accordion-text"))
-# Elements whose URL and label attributes mrml copies as they are.
+# Elements whose URL and label attributes mrml copies.
 _ATTRIBUTE_ELEMENTS = frozenset((
     "mj-image", "mj-button", "mj-navbar-link", "mj-social-element", "mj-carousel-image"))
 _ATTRIBUTES = frozenset(("href", "src", "alt", "title"))
 _RAW_TEXT = frozenset(("style", "script"))
 
-_PUNCTUATION = "-._~:/?#[]@!$()*+,=%|^"
-_ENTITIES = "&amp;&lt;&gt;&quot;&#39;"  # what HTML mode writes for a contact's `&<>"'`
-_TEXT_ONLY = "'\">"  # harmless between tags, not inside a quoted attribute value
-
-
-def _inert(extra: str) -> re.Pattern:
-    char = rf"(?:[^\x00-\x7f]|[A-Za-z0-9{re.escape(_PUNCTUATION + extra)}]|&(?:amp|lt|gt|quot|#39);)"
-    return re.compile(rf"{char}+(?: {char}+)*")
-
-
-INERT_RE = _inert("")  # a value inside an attribute
-INERT_TEXT_RE = _inert(_TEXT_ONLY)  # a value between tags
 _TOKEN_RE = re.compile(
     r"""<!--.*?-->|<!\[CDATA\[.*?\]\]>|<(/?)([A-Za-z][^\s/>]*)((?:[^>"']|"[^"]*"|'[^']*')*)>|[^<]+|<""",
     re.S)
-_OPEN_ENTITY_RE = re.compile(r"&[#A-Za-z0-9]*$")
 _QUOTED_ATTR_RE = re.compile(r"""([^\s"'>/=]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_OPEN_ENTITY_RE = re.compile(r"&[#A-Za-z0-9]*$")  # literal text ending where an entity could start
+_OPEN_END_RE = re.compile(r"&[^\s<>&;]*$")  # a value ending in what could start an entity
+_BARE_AMPERSAND_RE = re.compile(r"&(?!(?:amp|lt|gt|quot|#39);)")
+_LEGACY = tuple(sorted((name for name in html.entities.html5 if not name.endswith(";")), key=len))
+
+_PUNCTUATION = "-._~:/?#[]@!$()*+,;=%|^"
+_ENTITIES = ("&amp;", "&lt;", "&gt;", "&quot;", "&#39;")  # HTML mode writes a contact's `&<>"'` so
+
+
+def _serialise(value: str, in_attribute: bool) -> str:
+    """A text as the HTML standard serialises it, in an attribute value or between tags."""
+    value = value.replace("&", "&amp;").replace("\xa0", "&nbsp;")
+    if in_attribute:
+        return value.replace('"', "&quot;")
+    return value.replace("<", "&lt;").replace(">", "&gt;")
+
+
+@dataclass(frozen=True)
+class _Level:
+    """What inert values may carry; the first level whose second markers pass is the plan's."""
+
+    bare_ampersand: bool  # `?a=1&b=2` from data other than the contact's
+    between_tags: str  # characters allowed only between tags: quotes would end an attribute
+    reserialised: bool  # mrml re-serialises the page (`mj-style inline`)
+
+    def pattern(self, between: bool) -> re.Pattern:
+        extra = _PUNCTUATION + (self.between_tags if between else "") + ("&" if self.bare_ampersand else "")
+        entity = "|&(?:amp|lt|gt|quot|#39);"
+        char = rf"(?:[^\x00-\x7f]|[A-Za-z0-9{re.escape(extra)}]{entity})"
+        return re.compile(rf"{char}+(?: {char}+)*")
+
+    def marker(self, nonce: str, i: int, between: bool) -> str:
+        # Another length than the first markers, a leading digit, an inner space, every
+        # allowed punctuation, entity and character, non-ASCII.
+        bare = "&k=v&" if self.bare_ampersand else ""
+        return f"0 {nonce}.{i}{_PUNCTUATION}{bare}é{''.join(_ENTITIES)}{self.between_tags if between else ''}"
+
+    def decodes_alike(self, value: str) -> bool:
+        # Re-serialised, a value is decoded by mrml's HTML parser and here by html.unescape: they
+        # agree except on a bare `&` before `#` or a legacy entity name (`&not=1`, `&copy`).
+        if not self.reserialised:
+            return True
+        for match in _BARE_AMPERSAND_RE.finditer(value):
+            rest = value[match.end():match.end() + 32]
+            if rest.startswith("#") or rest.startswith(_LEGACY):
+                return False
+        return True
+
+
+# `>` is no inert character: the markup fix-up may rewrite it after a non-ASCII one.
+_LEVELS = (_Level(True, "'\"", False), _Level(True, "'\"", True), _Level(False, "", False))
 
 
 class _Markers:
@@ -76,10 +119,8 @@ class _Markers:
             nonce = "".join(secrets.choice("bcdfghjkmnpqrstvwxz") for _ in range(10))
             if nonce not in avoid:
                 break
+        self.nonce = nonce
         self.first = [f"q{nonce}{i}q" for i in range(count)]
-        # Another length, a leading digit, an inner space, every inert punctuation, entity and
-        # non-ASCII; quotes only where values may carry them.
-        self.second = [f"0 {nonce}.{i}-_~:/?#[]@!$()*+,=%|^é{_ENTITIES}" for i in range(count)]
         self.pattern = re.compile(rf"q{nonce}(\d+)q")
 
 
@@ -94,32 +135,51 @@ def _document(template: BoundTemplate, markers: list[str]) -> str:
     return "".join(out)
 
 
-def _split(page: str, pattern: re.Pattern) -> tuple[list[str], list[int]]:
-    """`page` cut at the markers: literal parts and the hole index between each two."""
+@dataclass(frozen=True)
+class _Cut:
+    """A text cut at the markers: literal parts, and between each two the hole's index."""
+
+    parts: list[str]
+    holes: list[int]
+
+    def join(self, values: list[str]) -> str:
+        out = [self.parts[0]]
+        for hole, part in zip(self.holes, self.parts[1:]):
+            out.append(values[hole])
+            out.append(part)
+        return "".join(out)
+
+
+def _cut(page: str, pattern: re.Pattern) -> _Cut:
     parts, holes, last = [], [], 0
     for match in pattern.finditer(page):
         parts.append(page[last:match.start()])
         holes.append(int(match.group(1)))
         last = match.end()
     parts.append(page[last:])
-    return parts, holes
-
-
-def _join(parts: list[str], holes: list[int], values: list[str]) -> str:
-    out = [parts[0]]
-    for hole, part in zip(holes, parts[1:]):
-        out.append(values[hole])
-        out.append(part)
-    return "".join(out)
+    return _Cut(parts, holes)
 
 
 # ---------------------------------------------------------------- condition 1: where markers sit
 
-def _surroundings(page: str, pattern: re.Pattern, count: int) -> list[tuple[bool, bool]] | None:
-    """For each marker: (the text or value around it has characters of its own, it is between
-    tags rather than in an attribute); None when a marker sits anywhere mrml might not copy it
-    as it is."""
-    found: list[tuple[bool, bool] | None] = [None] * count
+@dataclass(frozen=True)
+class _Hole:
+    own: bool  # the text or attribute value around it has characters of its own
+    between_tags: bool  # in text rather than in an attribute (or the title, copied into one)
+    closed: bool  # what follows it cannot continue an entity the value ends with
+    in_title: bool = False
+
+
+def _title_safe(value: str) -> bool:
+    # mrml writes the title into `aria-label` escaped the way Rust debug-prints a string:
+    # unprintable characters and combining marks become `\u{…}`, so values there keep to
+    # printable characters that combine with nothing.
+    return all(c < "\x80" or (c.isprintable() and unicodedata.category(c)[0] != "M") for c in value)
+
+
+def _holes(page: str, pattern: re.Pattern, count: int) -> list[_Hole] | None:
+    """Where each marker of the MJML sits; None when one sits where mrml might not copy it."""
+    found: list[_Hole | None] = [None] * count
     stack: list[str] = []  # open mj-* elements
     raw_text = 0  # open <style>/<script> inside content
     for token in _TOKEN_RE.finditer(page):
@@ -128,8 +188,8 @@ def _surroundings(page: str, pattern: re.Pattern, count: int) -> list[tuple[bool
             if pattern.search(whole):
                 if whole.startswith("<") or raw_text or not stack or stack[-1] not in _TEXTY:
                     return None
-                # mrml also copies the title into an attribute (`aria-label`): no raw quotes there.
-                if not _note(found, whole, pattern, stack[-1] != "mj-title"):
+                # mrml also copies the title into an attribute (`aria-label`): no quotes there.
+                if not _note(found, whole, pattern, stack[-1] != "mj-title", stack[-1] == "mj-title"):
                     return None
             continue
         name = name.lower()
@@ -146,12 +206,16 @@ def _surroundings(page: str, pattern: re.Pattern, count: int) -> list[tuple[bool
     return found if all(v is not None for v in found) else None
 
 
-def _note(found: list, container: str, pattern: re.Pattern, between_tags: bool) -> bool:
+def _note(found: list, container: str, pattern: re.Pattern, between_tags: bool, in_title: bool = False) -> bool:
     own = bool(pattern.sub("", container).strip())
     for match in pattern.finditer(container):
         if _OPEN_ENTITY_RE.search(container[:match.start()]):
-            return False
-        found[int(match.group(1))] = (own, between_tags)
+            return False  # `&am{{ x }}`: an entity could start before the value
+        after = container[match.end():match.end() + 2]
+        if between_tags and ">" in after:
+            return False  # the markup fix-up of `漢>` would see the value, not the marker
+        after = after[:1]
+        found[int(match.group(1))] = _Hole(own, between_tags, after == "" or after in " \t\n\r\f<&", in_title)
     return True
 
 
@@ -171,47 +235,76 @@ def _in_attributes(found: list, attrs: str, element: str, stack: list[str], patt
     return seen == len(pattern.findall(attrs))  # none in a name or an unquoted value
 
 
+def _places(page: str, pattern: re.Pattern) -> list[bool] | None:
+    """For each marker occurrence of the HTML, in order: inside a tag (True) or between tags;
+    None when one is in a comment or in style/script text, which a re-serialiser copies raw."""
+    places: list[bool] = []
+    raw_text = False
+    for token in _TOKEN_RE.finditer(page):
+        whole, name = token.group(), token.group(2)
+        count = len(pattern.findall(whole))
+        if count and (name is None and (whole.startswith("<") or raw_text)):
+            return None
+        places += [name is not None] * count
+        if name is not None and name.lower() in _RAW_TEXT:
+            raw_text = not token.group(1)
+    return places
+
+
 # ---------------------------------------------------------------- the plan
 
 @dataclass(frozen=True)
 class _TextLink:
-    label: tuple[list[str], list[int]]
+    label: _Cut
     link: int  # index in the page's links
 
 
 @dataclass(frozen=True)
 class Plan:
     nodes: list  # the output statements, in document order
-    mjml: tuple[list[str], list[int]]  # the MJML after Liquid, cut at the markers
-    html: tuple[list[str], list[int]]
+    mjml: _Cut  # the MJML after Liquid
+    html: _Cut
+    places: list[bool] | None  # re-serialised: each HTML hole is inside a tag (or between tags)
     empty_ok: tuple[bool, ...]
-    patterns: tuple[re.Pattern, ...]  # what makes a value inert at each hole
-    text: tuple[tuple[list[str], list[int]] | _TextLink, ...]
+    level: _Level
+    inert: tuple[tuple[re.Pattern, bool, bool], ...]  # per hole: its characters, closed after, in the title
+    text: tuple[_Cut | _TextLink, ...]
 
     def values(self, template: BoundTemplate, data: Mapping[str, Any]) -> list[str] | None:
         """This recipient's values (HTML mode data), or None when the full path must run."""
         values = liquid.render_outputs(template, self.nodes, data, html=True)
         if values is None:
             return None
-        for value, empty_ok, inert in zip(values, self.empty_ok, self.patterns):
-            if not (inert.fullmatch(value) if value else empty_ok):
+        for value, empty_ok, (inert, closed, in_title) in zip(values, self.empty_ok, self.inert):
+            if not value:
+                if not empty_ok:
+                    return None
+            elif (not inert.fullmatch(value) or (not closed and _OPEN_END_RE.search(value))
+                  or not self.level.decodes_alike(value) or (in_title and not _title_safe(value))):
                 return None
         return values
 
     def page(self, values: list[str]) -> tuple[str, str]:
         """(MJML after Liquid, HTML) for these values."""
-        return _join(*self.mjml, values), _join(*self.html, values)
+        if self.places is None:
+            return self.mjml.join(values), self.html.join(values)
+        decoded = [_html.unescape(v) for v in values]
+        out = [self.html.parts[0]]
+        for hole, in_tag, part in zip(self.html.holes, self.places, self.html.parts[1:]):
+            out.append(_serialise(decoded[hole], in_tag))
+            out.append(part)
+        return self.mjml.join(values), "".join(out)
 
     def plain_text(self, values: list[str], hrefs: list[str]) -> str:
         # The converter decodes entities and maps whitespace; the values get the same, and no
-        # entity can straddle a marker (a value's entities are whole, `&…` before one is refused).
+        # entity can straddle a marker (condition 3, and `&…` before one is refused).
         spaced = [(_html.unescape(v) if "&" in v else v).translate(text.WHITESPACE) for v in values]
         parts: list[str | text.Link] = []
         for item in self.text:
             if isinstance(item, _TextLink):
-                parts.append(text.Link(_join(*item.label, spaced), _html.unescape(hrefs[item.link]), 0))
+                parts.append(text.Link(item.label.join(spaced), _html.unescape(hrefs[item.link]), 0))
             else:
-                parts.append(_join(*item, spaced))
+                parts.append(item.join(spaced))
         return text.assemble(parts)
 
 
@@ -222,32 +315,51 @@ def build(template: BoundTemplate | None, source: str) -> Plan | None:
         return None
     markers = _Markers(len(nodes), source)
     first = fix_markup(_document(template, markers.first) if template is not None else source)
-    surroundings = _surroundings(first, markers.pattern, len(nodes))
-    if surroundings is None:
+    holes = _holes(first, markers.pattern, len(nodes))
+    if holes is None:
         return None
-    markers.second = [m + (_TEXT_ONLY if between else "") for m, (_, between) in zip(markers.second, surroundings)]
     try:
         page = mjml.to_html(first)
-        if nodes and not _same_with_second_markers(template, markers, page):
+        found = _level(template, markers, holes, page) if nodes else (_LEVELS[0], None)
+        if found is None:
             return None
-        empty_ok = tuple(own and _same_without(template, markers, i, page)
-                         for i, (own, _) in enumerate(surroundings))
+        empty_ok = tuple(hole.own and _same_without(template, markers, i, page) for i, hole in enumerate(holes))
     except mjml.MjmlFailure:
         return None
     text_plan = _text_plan(page, markers.pattern)
     if text_plan is None:
         return None
-    patterns = tuple(INERT_TEXT_RE if between else INERT_RE for _, between in surroundings)
-    return Plan(nodes, _split(first, markers.pattern), _split(page, markers.pattern), empty_ok,
-                patterns, text_plan)
+    level, places = found
+    inert = tuple((level.pattern(hole.between_tags), hole.closed, hole.in_title) for hole in holes)
+    return Plan(nodes, _cut(first, markers.pattern), _cut(page, markers.pattern), places, empty_ok,
+                level, inert, text_plan)
 
 
-def _same_with_second_markers(template, markers: _Markers, page: str) -> bool:
+def _level(template, markers: _Markers, holes: list[_Hole], page: str):
+    """(the richest level whose second markers pass, the places if re-serialised), or None."""
     if any(marker not in page for marker in markers.first):
-        return False
-    second = mjml.to_html(fix_markup(_document(template, markers.second)))
-    expected = markers.pattern.sub(lambda m: markers.second[int(m.group(1))], page)
-    return second == expected
+        return None
+    places = _places(page, markers.pattern)
+    cut = _cut(page, markers.pattern)
+    for level in _LEVELS:
+        second = [level.marker(markers.nonce, i, hole.between_tags) for i, hole in enumerate(holes)]
+        if level.reserialised:
+            if places is None:
+                continue
+            expected = _reserialised(cut, places, second)
+        else:
+            expected = cut.join(second)
+        if mjml.to_html(fix_markup(_document(template, second))) == expected:
+            return level, places if level.reserialised else None
+    return None
+
+
+def _reserialised(cut: _Cut, places: list[bool], values: list[str]) -> str:
+    out = [cut.parts[0]]
+    for hole, in_tag, part in zip(cut.holes, places, cut.parts[1:]):
+        out.append(_serialise(_html.unescape(values[hole]), in_tag))
+        out.append(part)
+    return "".join(out)
 
 
 def _same_without(template, markers: _Markers, hole: int, page: str) -> bool:
@@ -256,7 +368,7 @@ def _same_without(template, markers: _Markers, hole: int, page: str) -> bool:
     return mjml.to_html(fix_markup(_document(template, values))) == page.replace(markers.first[hole], "")
 
 
-def _text_plan(page: str, pattern: re.Pattern):
+def _text_plan(page: str, pattern: re.Pattern) -> tuple[_Cut | _TextLink, ...] | None:
     starts = {start: k for k, start in enumerate(links.link_starts(page))}
     raw = links.rewrite(page, links.LinkRules())[1]
     plan, pending = [], []
@@ -267,8 +379,8 @@ def _text_plan(page: str, pattern: re.Pattern):
         k = starts.get(piece.start)
         if k is None or _html.unescape(raw[k]) != piece.url:
             return None  # the converter and the link pass disagree about this link
-        plan.append(_split("".join(pending), pattern))
+        plan.append(_cut("".join(pending), pattern))
         pending = []
-        plan.append(_TextLink(_split(piece.label, pattern), k))
-    plan.append(_split("".join(pending), pattern))
+        plan.append(_TextLink(_cut(piece.label, pattern), k))
+    plan.append(_cut("".join(pending), pattern))
     return tuple(plan)
