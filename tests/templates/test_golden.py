@@ -86,7 +86,7 @@ def _strings(data, rng, usual: bool):
 
 def _full_path(monkeypatch, case, data):
     with monkeypatch.context() as patch:
-        patch.setattr(path, "_plan", lambda doc, rules: None)
+        patch.setattr(path, "_plan", lambda doc: None)
         return render(golden.content(case), data, golden.options(case)).wire()
 
 

@@ -7,6 +7,7 @@ written back HTML-escaped; a link that is not rewritten keeps its bytes.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from dataclasses import dataclass
@@ -38,6 +39,12 @@ def utm_pairs(values) -> tuple[tuple[str, str], ...]:
     return tuple((key, values[key]) for key in UTM_KEYS if values.get(key))
 
 
+@functools.lru_cache(maxsize=64)
+def _query(utm: tuple[tuple[str, str], ...]) -> str:
+    return urlencode(utm)
+
+
+@functools.lru_cache(maxsize=4096)  # a broadcast rewrites the same links for every recipient
 def with_utm(url: str, utm: tuple[tuple[str, str], ...]) -> str:
     """The URL with the UTM values appended after its query and before its fragment.
 
@@ -55,7 +62,7 @@ def with_utm(url: str, utm: tuple[tuple[str, str], ...]) -> str:
         separator = "?"
     else:
         separator = "" if base.endswith(("?", "&")) else "&"
-    return f"{base}{separator}{urlencode(utm)}{hash_}{fragment}"
+    return f"{base}{separator}{_query(utm)}{hash_}{fragment}"
 
 
 def destination(url: str, rules: LinkRules) -> str | None:
@@ -83,34 +90,47 @@ def _href(tag: str) -> tuple[int, int, str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Href:
+    tag: int  # where the `<a` starts
+    start: int  # the value's span
+    end: int
+    quoted: bool
+
+
+def link_values(page: str) -> list[Href]:
+    """Every link's `href` value in the page, in document order."""
+    found = []
+    for tag in _A_TAG_RE.finditer(page):
+        href = _href(tag.group())
+        if href is not None:
+            start, end, _ = href
+            found.append(Href(tag.start(), tag.start() + start, tag.start() + end, tag.group()[start - 1] in "\"'"))
+    return found
+
+
+def rewritten(raw: str, rules: LinkRules) -> str:
+    """A link's final raw `href` value (HTML-escaped), its own bytes when it is left unchanged."""
+    new = destination(html.unescape(raw), rules) if rules.active else None
+    return raw if new is None else new.translate(_ESCAPES)
+
+
 def rewrite(page: str, rules: LinkRules) -> tuple[str, list[str]]:
     """The HTML with its links rewritten, and every link's final raw `href` in document order."""
     out, last, hrefs = [], 0, []
-    for tag in _A_TAG_RE.finditer(page):
-        found = _href(tag.group())
-        if found is None:
-            continue
-        start, end, raw = found
-        new = destination(html.unescape(raw), rules) if rules.active else None
-        if new is None:
-            hrefs.append(raw)
-            continue
-        value = new.translate(_ESCAPES)
-        quoted = tag.group()[start - 1] in "\"'"
-        at = tag.start()
-        out.append(page[last:at + start])
-        out.append(value if quoted else f'"{value}"')
-        last = at + end
+    for href in link_values(page):
+        raw = page[href.start:href.end]
+        value = rewritten(raw, rules)
         hrefs.append(value)
+        if value is raw:
+            continue
+        out.append(page[last:href.start])
+        out.append(value if href.quoted else f'"{value}"')
+        last = href.end
     if not out:
         return page, hrefs
     out.append(page[last:])
     return "".join(out), hrefs
-
-
-def link_starts(page: str) -> list[int]:
-    """Where each link that `rewrite` reports starts, in the same order as its `hrefs`."""
-    return [tag.start() for tag in _A_TAG_RE.finditer(page) if _href(tag.group()) is not None]
 
 
 def pixel(src: str) -> str:

@@ -217,12 +217,13 @@ def to_text(value: Any) -> str:
 
 
 class _OutputNode(OutputNode):
-    def render_to_output(self, context, buffer) -> int:
+    def text(self, context) -> str:
         value = self.expression.evaluate(context)
         text = to_text(value)
-        if context.html and _tainted(value):
-            text = escape_html(text)
-        return buffer.write(text)
+        return escape_html(text) if context.html and _tainted(value) else text
+
+    def render_to_output(self, context, buffer) -> int:
+        return buffer.write(self.text(context))
 
 
 class _EchoNode(_OutputNode):
@@ -420,15 +421,13 @@ def render_outputs(template: BoundTemplate, nodes: list[OutputNode], data: Mappi
                    *, html: bool) -> list[str] | None:
     """What each output statement writes for this data, or None if any of them fails."""
     context = _context(template, data, html)
-    values = []
     try:
-        for node in nodes:
-            buffer = _Buffer(OUTPUT_LIMIT, context.deadline)
-            node.render(context, buffer)
-            values.append(buffer.getvalue())
+        values = [node.text(context) for node in nodes]
     except _FAILURES:
         return None  # the caller renders the whole document, which reports the error in place
-    return values
+    # Output statements run no loop, so only the output limit can apply; past it the whole
+    # document is rendered, and fails there with the limit's message.
+    return values if sum(map(len, values)) <= OUTPUT_LIMIT // 4 else None
 
 
 def content_text(node: ContentNode) -> str:

@@ -235,23 +235,34 @@ def _in_attributes(found: list, attrs: str, element: str, stack: list[str], patt
     return seen == len(pattern.findall(attrs))  # none in a name or an unquoted value
 
 
-def _places(page: str, pattern: re.Pattern) -> list[bool] | None:
-    """For each marker occurrence of the HTML, in order: inside a tag (True) or between tags;
-    None when one is in a comment or in style/script text, which a re-serialiser copies raw."""
-    places: list[bool] = []
+def _kinds(page: str, pattern: re.Pattern) -> list[str]:
+    """For each marker occurrence of an HTML page, in order: "tag" (inside a tag), "text"
+    (between tags), or "raw" (in a comment or in style/script text, which re-serialising
+    writes as it stands)."""
+    kinds: list[str] = []
     raw_text = False
     for token in _TOKEN_RE.finditer(page):
         whole, name = token.group(), token.group(2)
         count = len(pattern.findall(whole))
-        if count and (name is None and (whole.startswith("<") or raw_text)):
-            return None
-        places += [name is not None] * count
-        if name is not None and name.lower() in _RAW_TEXT:
-            raw_text = not token.group(1)
-    return places
+        if name is not None:
+            kinds += ["tag"] * count
+            if name.lower() in _RAW_TEXT:
+                raw_text = not token.group(1)
+        else:
+            kinds += ["raw" if whole.startswith("<") or raw_text else "text"] * count
+    return kinds
+
+
+def _as_placed(value: str, kind: str, reserialised: bool) -> str:
+    if not reserialised or kind == "raw":
+        return value
+    return _serialise(_html.unescape(value), kind == "tag")
 
 
 # ---------------------------------------------------------------- the plan
+
+_HOLE, _LINK, _PIXEL = "", "L", "P"  # what a marker of the planned page stands for
+
 
 @dataclass(frozen=True)
 class _TextLink:
@@ -263,12 +274,14 @@ class _TextLink:
 class Plan:
     nodes: list  # the output statements, in document order
     mjml: _Cut  # the MJML after Liquid
-    html: _Cut
-    places: list[bool] | None  # re-serialised: each HTML hole is inside a tag (or between tags)
+    html: _Cut  # the HTML; its holes index `slots`
+    slots: tuple[tuple[str, int, str], ...]  # (what, index, kind) per marker of `html`
+    links: tuple[_Cut, ...]  # each link's raw href, cut at the holes
     empty_ok: tuple[bool, ...]
     level: _Level
     inert: tuple[tuple[re.Pattern, bool, bool], ...]  # per hole: its characters, closed after, in the title
-    text: tuple[_Cut | _TextLink, ...]
+    text: tuple[_Cut | _TextLink, ...]  # the text before normalisation
+    text_normalised: _Cut  # the same normalised, holes then the link texts as its markers
 
     def values(self, template: BoundTemplate, data: Mapping[str, Any]) -> list[str] | None:
         """This recipient's values (HTML mode data), or None when the full path must run."""
@@ -284,27 +297,39 @@ class Plan:
                 return None
         return values
 
-    def page(self, values: list[str]) -> tuple[str, str]:
-        """(MJML after Liquid, HTML) for these values."""
-        if self.places is None:
-            return self.mjml.join(values), self.html.join(values)
-        decoded = [_html.unescape(v) for v in values]
+    def render(self, values: list[str], rules: links.LinkRules, pixel: str) -> tuple[str, str, str]:
+        """(MJML after Liquid, HTML with its links rewritten and `pixel` placed, plain text)."""
+        reserialised = self.level.reserialised
+        in_tags = [_as_placed(v, "tag", reserialised) for v in values]
+        hrefs = [links.rewritten(cut.join(in_tags), rules) for cut in self.links]
         out = [self.html.parts[0]]
-        for hole, in_tag, part in zip(self.html.holes, self.places, self.html.parts[1:]):
-            out.append(_serialise(decoded[hole], in_tag))
+        for (what, index, kind), part in zip(self.slots, self.html.parts[1:]):
+            if what == _HOLE:
+                out.append(in_tags[index] if kind == "tag" else _as_placed(values[index], kind, reserialised))
+            else:
+                out.append(hrefs[index] if what == _LINK else pixel)
             out.append(part)
-        return self.mjml.join(values), "".join(out)
+        return self.mjml.join(values), "".join(out), self._text(values, hrefs)
 
-    def plain_text(self, values: list[str], hrefs: list[str]) -> str:
+    def _text(self, values: list[str], hrefs: list[str]) -> str:
         # The converter decodes entities and maps whitespace; the values get the same, and no
         # entity can straddle a marker (condition 3, and `&…` before one is refused).
         spaced = [(_html.unescape(v) if "&" in v else v).translate(text.WHITESPACE) for v in values]
         parts: list[str | text.Link] = []
+        tokens = list(spaced)
         for item in self.text:
             if isinstance(item, _TextLink):
-                parts.append(text.Link(item.label.join(spaced), _html.unescape(hrefs[item.link]), 0))
+                link = text.Link(item.label.join(spaced), _html.unescape(hrefs[item.link]), 0)
+                parts.append(link)
+                tokens.append(text.link_text(link.label, link.url))
             else:
                 parts.append(item.join(spaced))
+        # Normalising only rearranges spaces and newlines: put between literal text that was
+        # normalised with markers in their place, tokens without spaces at their ends, runs of
+        # spaces or newlines come out as the whole text normalised. Others (an empty value, an
+        # NBSP at a name's start) take the whole normalisation.
+        if all(t and t[0] != " " and t[-1] != " " and "  " not in t and "\n" not in t for t in tokens):
+            return self.text_normalised.join(tokens)
         return text.assemble(parts)
 
 
@@ -320,46 +345,34 @@ def build(template: BoundTemplate | None, source: str) -> Plan | None:
         return None
     try:
         page = mjml.to_html(first)
-        found = _level(template, markers, holes, page) if nodes else (_LEVELS[0], None)
-        if found is None:
+        level = _level(template, markers, holes, page) if nodes else _LEVELS[0]
+        if level is None:
             return None
         empty_ok = tuple(hole.own and _same_without(template, markers, i, page) for i, hole in enumerate(holes))
     except mjml.MjmlFailure:
         return None
-    text_plan = _text_plan(page, markers.pattern)
-    if text_plan is None:
+    planned = _planned_page(page, markers)
+    text_plan = _text_plan(page, markers)
+    if planned is None or text_plan is None:
         return None
-    level, places = found
     inert = tuple((level.pattern(hole.between_tags), hole.closed, hole.in_title) for hole in holes)
-    return Plan(nodes, _cut(first, markers.pattern), _cut(page, markers.pattern), places, empty_ok,
-                level, inert, text_plan)
+    return Plan(nodes, _cut(first, markers.pattern), *planned, empty_ok, level, inert, *text_plan)
 
 
-def _level(template, markers: _Markers, holes: list[_Hole], page: str):
-    """(the richest level whose second markers pass, the places if re-serialised), or None."""
+def _level(template, markers: _Markers, holes: list[_Hole], page: str) -> _Level | None:
+    """The richest level whose second markers render as the first do, or None."""
     if any(marker not in page for marker in markers.first):
         return None
-    places = _places(page, markers.pattern)
+    kinds = _kinds(page, markers.pattern)
     cut = _cut(page, markers.pattern)
     for level in _LEVELS:
         second = [level.marker(markers.nonce, i, hole.between_tags) for i, hole in enumerate(holes)]
-        if level.reserialised:
-            if places is None:
-                continue
-            expected = _reserialised(cut, places, second)
-        else:
-            expected = cut.join(second)
-        if mjml.to_html(fix_markup(_document(template, second))) == expected:
-            return level, places if level.reserialised else None
+        expected = [cut.parts[0]]
+        for hole, kind, part in zip(cut.holes, kinds, cut.parts[1:]):
+            expected += [_as_placed(second[hole], kind, level.reserialised), part]
+        if mjml.to_html(fix_markup(_document(template, second))) == "".join(expected):
+            return level
     return None
-
-
-def _reserialised(cut: _Cut, places: list[bool], values: list[str]) -> str:
-    out = [cut.parts[0]]
-    for hole, in_tag, part in zip(cut.holes, places, cut.parts[1:]):
-        out.append(_serialise(_html.unescape(values[hole]), in_tag))
-        out.append(part)
-    return "".join(out)
 
 
 def _same_without(template, markers: _Markers, hole: int, page: str) -> bool:
@@ -368,19 +381,69 @@ def _same_without(template, markers: _Markers, hole: int, page: str) -> bool:
     return mjml.to_html(fix_markup(_document(template, values))) == page.replace(markers.first[hole], "")
 
 
-def _text_plan(page: str, pattern: re.Pattern) -> tuple[_Cut | _TextLink, ...] | None:
-    starts = {start: k for k, start in enumerate(links.link_starts(page))}
+def _planned_page(page: str, markers: _Markers):
+    """(the page cut at holes, links' hrefs and the pixel's place; their slots; the hrefs cut
+    at their holes), or None."""
+    hrefs = links.link_values(page)
+    if not all(href.quoted for href in hrefs):
+        return None  # mrml quotes every attribute; the full path would add quotes here
+    kinds = iter(_kinds(page, markers.pattern))
+    places = [(h.start, h.end, _LINK, j) for j, h in enumerate(hrefs)]
+    end = links.body_end(page)
+    places.append((end, end, _PIXEL, 0))
+    places.sort(key=lambda p: (p[0], p[2] != _LINK))
+    parts: list[str] = []
+    slots: list[tuple[str, int, str]] = []
+    link_cuts: list[_Cut] = []
+    position, literal = 0, ""
+    for start, stop, what, index in places:
+        literal = _add_holes(page[position:start], markers, kinds, parts, slots, literal)
+        parts.append(literal)
+        slots.append((what, index, "tag"))
+        literal = ""
+        if what == _LINK:
+            link_cuts.append(_cut(page[start:stop], markers.pattern))
+            for _ in link_cuts[-1].holes:
+                next(kinds)  # the href's holes belong to the link, placed as attribute values
+        position = stop
+    parts.append(_add_holes(page[position:], markers, kinds, parts, slots, literal))
+    return _Cut(parts, list(range(len(slots)))), tuple(slots), tuple(link_cuts)
+
+
+def _add_holes(segment: str, markers: _Markers, kinds, parts: list[str], slots: list, literal: str) -> str:
+    """Cut `segment` at its holes into `parts`/`slots`; returns the literal left open at its end."""
+    cut = _cut(segment, markers.pattern)
+    literal += cut.parts[0]
+    for hole, part in zip(cut.holes, cut.parts[1:]):
+        parts.append(literal)
+        slots.append((_HOLE, hole, next(kinds)))
+        literal = part
+    return literal
+
+
+def _text_plan(page: str, markers: _Markers):
+    """(the text before normalisation, the same normalised with markers), or None."""
+    starts = {href.tag: k for k, href in enumerate(links.link_values(page))}
     raw = links.rewrite(page, links.LinkRules())[1]
-    plan, pending = [], []
+    plan, pending, marked = [], [], []
     for piece in text.pieces(page):
         if isinstance(piece, str):
             pending.append(piece)
+            marked.append(piece)
             continue
         k = starts.get(piece.start)
         if k is None or _html.unescape(raw[k]) != piece.url:
             return None  # the converter and the link pass disagree about this link
-        plan.append(_cut("".join(pending), pattern))
+        if not piece.label.split() and not markers.pattern.search(raw[k]):
+            # No words (a social icon): its text is the same for every recipient, whatever
+            # tracking makes of its URL, so it is literal text here.
+            constant = text.link_text(piece.label, piece.url)
+            pending.append(constant)
+            marked.append(constant)
+            continue
+        plan.append(_cut("".join(pending), markers.pattern))
         pending = []
-        plan.append(_TextLink(_cut(piece.label, pattern), k))
-    plan.append(_cut("".join(pending), pattern))
-    return tuple(plan)
+        marked.append(f"q{markers.nonce}{len(markers.first) + sum(isinstance(p, _TextLink) for p in plan)}q")
+        plan.append(_TextLink(_cut(piece.label, markers.pattern), k))
+    plan.append(_cut("".join(pending), markers.pattern))
+    return tuple(plan), _cut(text.normalise("".join(marked)), markers.pattern)

@@ -324,19 +324,18 @@ def _mjml_error(doc: _Document, problem: mjml.MjmlProblem, unchanged: bool) -> R
 def _planned(result: Result, doc: _Document, data: Mapping, rules: links.LinkRules,
              options: Options) -> bool:
     """The once-per-version path (4.8): True when it produced the body into `result`."""
-    plan = _plan(doc, rules)
+    plan = _plan(doc)
     if plan is None:
         return False
     values = plan.values(doc.template, data) if doc.template is not None else []
     if values is None:
         return False
-    result.mjml, page = plan.page(values)
-    result.html, hrefs = _finish(page, rules, options)
-    result.text = plan.plain_text(values, hrefs)
+    pixel = links.pixel(options.open_url()) if options.tracking and options.channel != "web" else ""
+    result.mjml, result.html, result.text = plan.render(values, rules, pixel)
     return True
 
 
-def _plan(doc: _Document, rules: links.LinkRules) -> once.Plan | None:
+def _plan(doc: _Document) -> once.Plan | None:
     # A document seen once may never be seen again (a preview while typing): the plan, which
     # costs a few mrml calls, is made when the document is rendered a second time, or at once
     # when it has no Liquid and the plan costs what one render does.
