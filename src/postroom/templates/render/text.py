@@ -112,8 +112,10 @@ class _Pieces(HTMLParser):
     def _break(self, tag: str) -> None:
         if tag in _PARAGRAPHS:
             self._write("\n\n")
-        elif tag in _LINES or tag == "br":
+        elif tag == "br":
             self._write("\n")
+        elif tag in _LINES:
+            self._write(_SOFT)
 
     def _close_link(self) -> None:
         if self.link is not None:
@@ -138,12 +140,23 @@ def link_text(label: str, url: str) -> str:
     return url if label == url else f"{label} ({url})"
 
 
+# The edge of a block (div, table row, list item) is a soft break: however many meet, and next
+# to a <br> or a paragraph's edge, they make one line break, so `</li><li>` is no blank line.
+# Data never holds one: it is whitespace, turned into a space with the rest.
+_SOFT = "\x1e"
 _SPACES_RE = re.compile(r" {2,}")
+_SOFT_RUN_RE = re.compile(r"\n?[ \x1e]*\x1e[ \x1e]*\n?")
 _LINE_EDGE_RE = re.compile(r" ?\n ?")
 _BLANKS_RE = re.compile(r"\n{3,}")
 
 
+def _soft(match: re.Match) -> str:
+    run = match.group()
+    return "\n\n" if run.startswith("\n") and run.endswith("\n") and len(run) > 1 else "\n"
+
+
 def normalise(text: str) -> str:
+    text = _SOFT_RUN_RE.sub(_soft, _SPACES_RE.sub(" ", text))
     text = _LINE_EDGE_RE.sub("\n", _SPACES_RE.sub(" ", text))
     return _BLANKS_RE.sub("\n\n", text).strip()
 
