@@ -428,7 +428,3 @@ def render_outputs(template: BoundTemplate, nodes: list[OutputNode], data: Mappi
     # Output statements run no loop, so only the output limit can apply; past it the whole
     # document is rendered, and fails there with the limit's message.
     return values if sum(map(len, values)) <= OUTPUT_LIMIT // 4 else None
-
-
-def content_text(node: ContentNode) -> str:
-    return node.text
