@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime
 import email
 import email.policy
 
 import pytest
 
+from helpers import provider_message
 from postroom.delivery import mime
 from postroom.delivery.providers.base import Attachment, Message, SendFailed
 
@@ -19,10 +19,7 @@ WHEN = datetime.datetime(2025, 1, 10, 9, 0, tzinfo=datetime.timezone.utc)
 
 
 def message(**changes) -> Message:
-    base = Message(message_id="6f1c2b9e-0000-4000-8000-000000000001", from_address="noreply@acme.test",
-                   from_name="Acme", to="jane@example.com", subject="Hi Jane", html="<p>Code X1</p>",
-                   text="Code X1")
-    return dataclasses.replace(base, **changes)
+    return provider_message(**{"message_id": "6f1c2b9e-0000-4000-8000-000000000001", **changes})
 
 
 def parsed(msg: Message):

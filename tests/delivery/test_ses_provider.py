@@ -6,7 +6,6 @@ the signature itself."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime
 import email
 import email.policy
@@ -21,6 +20,7 @@ from botocore.credentials import Credentials
 
 from fakes.ses_fake import SesFake
 from fakes.webhook_receiver import serving
+from helpers import provider_message
 from postroom.delivery import sigv4
 from postroom.delivery.providers import load
 from postroom.delivery.providers.base import Attachment, Context, Message, ProviderConfigError, SendFailed
@@ -32,9 +32,7 @@ PDF = b"%PDF-1.4 invoice"
 
 
 def message(**changes) -> Message:
-    base = Message(message_id="9d1e0c55-2222-4222-8222-000000000001", from_address="noreply@acme.test",
-                   from_name="Acme", to="jane@example.com", subject="Hi Jane", html="<p>Code X1</p>", text="Code X1")
-    return dataclasses.replace(base, **changes)
+    return provider_message(**{"message_id": "9d1e0c55-2222-4222-8222-000000000001", **changes})
 
 
 @pytest.fixture

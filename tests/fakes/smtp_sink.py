@@ -21,14 +21,14 @@ import dataclasses
 import email
 import email.policy
 import ssl
-import time
 import warnings
 from email.message import EmailMessage
 
 import trustme
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
-WAIT = 30.0  # bound of every wait for something to happen (never a speed assertion)
+from fakes.webhook_receiver import WAIT, wait_until
+
 STAGES = ("EHLO", "AUTH", "MAIL", "RCPT", "DATA", "END")
 
 
@@ -199,14 +199,7 @@ class Sink:
         return [line for _, line in self.commands if line.startswith(command)]
 
     async def wait_for(self, condition, timeout: float = WAIT):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("the sink did not get what was expected in time")
-            self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await self.arrived.wait()
+        await wait_until(condition, self.arrived, "the sink", timeout)
 
     # ------------------------------------------------------------ aiosmtpd's hooks
 

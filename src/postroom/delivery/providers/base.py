@@ -57,6 +57,16 @@ class ProviderConfigError(RuleError):
     `invalid provider configuration: ` prefix the integration adds."""
 
 
+def string_setting(raw: dict, name: str) -> str:
+    """A string field of a settings object: absent or null is ""; any other type is refused."""
+    value = raw.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ProviderConfigError(f"{name} must be a string")
+    return value
+
+
 # ---------------------------------------------------------------- the message of one call (2.0)
 
 Disposition = Literal["attachment", "inline"]

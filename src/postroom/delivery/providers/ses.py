@@ -26,7 +26,7 @@ import httpx
 from postroom.delivery import mime, sigv4
 from postroom.delivery.providers.base import (
     STATUS_INFO_MAX, THROTTLE_QUOTA, Class, Context, Message, ProviderConfigError, SendFailed,
-    Sent, display_from, retry_after, status_info,
+    Sent, display_from, retry_after, status_info, string_setting,
 )
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,15 @@ class Settings:
 
     @classmethod
     def parse(cls, raw: dict) -> "Settings":
-        region = _string(raw, "region").strip()
+        region = string_setting(raw, "region").strip()
         if not region:
             raise ProviderConfigError("region is required when Amazon SES is configured")
         if not _REGION.match(region):
             raise ProviderConfigError(f"invalid region for Amazon SES: {region}")
-        access_key = _string(raw, "access_key").strip()
+        access_key = string_setting(raw, "access_key").strip()
         if not access_key:
             raise ProviderConfigError("access key is required when Amazon SES is configured")
-        secret_key = _string(raw, "secret_key")
+        secret_key = string_setting(raw, "secret_key")
         if not secret_key:
             raise ProviderConfigError("secret key is required when Amazon SES is configured")
         return cls(region, access_key, secret_key)
@@ -70,14 +70,6 @@ class Settings:
     def endpoint(self) -> str:
         return f"https://email.{self.region}.amazonaws.com/"
 
-
-def _string(raw: dict, name: str) -> str:
-    value = raw.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ProviderConfigError(f"{name} must be a string")
-    return value
 
 
 # ---------------------------------------------------------------- requests (pure)

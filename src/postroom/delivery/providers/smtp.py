@@ -26,7 +26,7 @@ import httpx
 from postroom.delivery import mime
 from postroom.delivery.providers.base import (
     SMTP_COMMAND_TIMEOUT, SMTP_CONNECT_TIMEOUT, SMTP_CONVERSATION_TIMEOUT, STATUS_INFO_MAX, THROTTLE_DEFAULT,
-    Class, Context, Message, ProviderConfigError, SendFailed, Sent,
+    Class, Context, Message, ProviderConfigError, SendFailed, Sent, string_setting,
 )
 
 log = logging.getLogger(__name__)
@@ -74,27 +74,19 @@ class Settings:
     def parse(cls, raw: dict) -> "Settings":
         """The table rows in order, first failure wins; messages without the
         `invalid provider configuration: ` prefix."""
-        host = _string(raw, "host").strip()
+        host = string_setting(raw, "host").strip()
         if not host:
             raise ProviderConfigError("host is required for SMTP configuration")
         port = raw.get("port") or 0
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ProviderConfigError(f"invalid port number for SMTP configuration: {port}")
         fields = dict(host=host, port=port, use_tls=_flag(raw, "use_tls"), tls_mode=_tls_mode(raw),
-                      ehlo_hostname=_ehlo_hostname(raw), username=_string(raw, "username"),
-                      password=_string(raw, "password"), auth_type=_auth_type(raw))
+                      ehlo_hostname=_ehlo_hostname(raw), username=string_setting(raw, "username"),
+                      password=string_setting(raw, "password"), auth_type=_auth_type(raw))
         if fields["auth_type"] == "oauth2":
             fields.update(_oauth2(raw))
         return cls(**fields)
 
-
-def _string(raw: dict, name: str) -> str:
-    value = raw.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ProviderConfigError(f"{name} must be a string")
-    return value
 
 
 def _flag(raw: dict, name: str) -> bool:
@@ -107,14 +99,14 @@ def _flag(raw: dict, name: str) -> bool:
 
 
 def _tls_mode(raw: dict) -> str:
-    mode = _string(raw, "tls_mode")
+    mode = string_setting(raw, "tls_mode")
     if mode and mode not in TLS_MODES:
         raise ProviderConfigError("tls_mode must be 'none', 'starttls' or 'implicit'")
     return mode
 
 
 def _ehlo_hostname(raw: dict) -> str:
-    name = _string(raw, "ehlo_hostname").strip()
+    name = string_setting(raw, "ehlo_hostname").strip()
     # one token on the EHLO line: whitespace or a control character would add arguments or commands
     if name and (not name.isascii() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in name)):
         raise ProviderConfigError("ehlo_hostname must be a host name")
@@ -122,25 +114,25 @@ def _ehlo_hostname(raw: dict) -> str:
 
 
 def _auth_type(raw: dict) -> str:
-    auth = _string(raw, "auth_type") or "basic"
+    auth = string_setting(raw, "auth_type") or "basic"
     if auth not in ("basic", "oauth2"):
         raise ProviderConfigError("auth_type must be 'basic' or 'oauth2'")
     return auth
 
 
 def _oauth2(raw: dict) -> dict:
-    provider = _string(raw, "oauth2_provider")
+    provider = string_setting(raw, "oauth2_provider")
     if not provider:
         raise ProviderConfigError("oauth2_provider is required for OAuth2 authentication")
     if provider not in TOKEN_URLS:
         raise ProviderConfigError("oauth2_provider must be 'microsoft' or 'google'")
     out = {"oauth2_provider": provider}
     for name in ("oauth2_client_id", "oauth2_client_secret"):
-        out[name] = _string(raw, name)
+        out[name] = string_setting(raw, name)
         if not out[name]:
             raise ProviderConfigError(f"{name} is required for OAuth2 authentication")
     needed = ("oauth2_tenant_id", "Microsoft") if provider == "microsoft" else ("oauth2_refresh_token", "Google")
-    out[needed[0]] = _string(raw, needed[0])
+    out[needed[0]] = string_setting(raw, needed[0])
     if not out[needed[0]]:
         raise ProviderConfigError(f"{needed[0]} is required for {needed[1]} OAuth2")
     return out
