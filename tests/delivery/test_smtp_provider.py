@@ -452,8 +452,10 @@ async def test_a_message_that_cannot_be_sent_fails_before_any_connection(sink, c
     async with provider(settings_for(sink), context) as p:
         bad_subject = await failure(p, message(subject="Hi\r\nBcc: x@example.com"))
         bad_local = await failure(p, message(to="jöhn@example.com"))
+        bad_bcc = await failure(p, message(bcc=("zoë@example.com",)))     # in no header: the envelope's check
     assert (bad_subject.cls, bad_subject.status_info) == ("message", "smtp: subject must not contain CR or LF characters")
     assert bad_local.cls == "message"
+    assert (bad_bcc.cls, bad_bcc.status_info) == ("message", "smtp: address zoë@example.com has a non-ASCII local part, which cannot be sent")
     assert sink.connections == 0
 
 

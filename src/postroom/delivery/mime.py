@@ -123,6 +123,15 @@ def render(kind: str, message: Message) -> bytes:
         raise SendFailed("message", f"{kind}: {e.message}") from None
 
 
+def envelope(kind: str, message: Message) -> tuple[str, list[str]]:
+    """(sender, recipients) on the wire: to, cc, bcc in ASCII; a bcc appears in no header, so it is
+    checked here."""
+    try:
+        return ascii_address(message.from_address), [ascii_address(a) for a in message.envelope]
+    except MessageError as e:
+        raise SendFailed("message", f"{kind}: {e.message}") from None
+
+
 def _body(message: Message) -> MIMEPart:
     html = _text(message.html, "html")
     if message.inline:

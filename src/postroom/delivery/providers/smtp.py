@@ -375,8 +375,7 @@ class SmtpProvider:
 
     async def send(self, message: Message) -> Sent:
         data = mime.render("smtp", message)
-        sender = mime.ascii_address(message.from_address)
-        recipients = [mime.ascii_address(a) for a in message.envelope]
+        sender, recipients = mime.envelope("smtp", message)
         async with self._pool.slots:
             notes = await self._converse(message, sender, recipients, data)
         note = "; ".join(notes)[:STATUS_INFO_MAX] or None
