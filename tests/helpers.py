@@ -1,6 +1,10 @@
 """What the tests share (imported as `helpers`: pytest puts tests/ on sys.path): assertions, rows
 written and read as stored, and the snapshot of a workspace that bad-input tests compare."""
 
+import dataclasses
+
+from postroom.delivery.providers.base import Message
+
 
 def assert_json_error(response, status: int, message: str) -> None:
     assert response.status_code == status, response.text
@@ -97,3 +101,13 @@ async def snapshot(pool, ws_id: str, totals: bool = False) -> dict:
                 "SELECT (SELECT count(*) FROM workspaces), (SELECT count(*) FROM users),"
                 " (SELECT count(*) FROM user_sessions)"))
     return out
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def provider_message(**changes):
+    """The message of one provider call (delivery-contract 2.0): Acme to Jane, text and HTML."""
+    base = Message(message_id="00000000-0000-4000-8000-000000000001", from_address="noreply@acme.test",
+                   from_name="Acme", to="jane@example.com", subject="Hi Jane", html="<p>Code X1</p>", text="Code X1")
+    return dataclasses.replace(base, **changes)

@@ -77,14 +77,19 @@ class Receiver:
         await response(scope, receive, send)
 
     async def wait_for(self, condition, timeout: float = WAIT):
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("the receiver did not get what was expected in time")
-            self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await self.arrived.wait()
+        await wait_until(condition, self.arrived, "the receiver", timeout)
+
+
+async def wait_until(condition, arrived: asyncio.Event, who: str, timeout: float = WAIT):
+    """Until `condition()` holds, looking again whenever `arrived` is set (and every 0.1 s)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{who} did not get what was expected in time")
+        arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await arrived.wait()
 
 
 class _QuietServer(uvicorn.Server):

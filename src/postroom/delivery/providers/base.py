@@ -57,6 +57,16 @@ class ProviderConfigError(RuleError):
     `invalid provider configuration: ` prefix the integration adds."""
 
 
+def string_setting(raw: dict, name: str) -> str:
+    """A string field of a settings object: absent or null is ""; any other type is refused."""
+    value = raw.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ProviderConfigError(f"{name} must be a string")
+    return value
+
+
 # ---------------------------------------------------------------- the message of one call (2.0)
 
 Disposition = Literal["attachment", "inline"]
@@ -150,8 +160,10 @@ _UTF8_B.header_encoding = BASE64
 
 
 def encoded_word(text: str) -> str:
-    """`text` as RFC 2047 encoded words (UTF-8, B) when it is not ASCII; as it is otherwise."""
-    return text if text.isascii() else Header(text, _UTF8_B).encode()
+    """`text` as RFC 2047 encoded words (UTF-8, B) when it is not ASCII; as it is otherwise. A long
+    text is split into several words: RFC 2047 allows at most 75 characters a word (the email
+    package's default line of 76 gives words one too long)."""
+    return text if text.isascii() else Header(text, _UTF8_B).encode(maxlinelen=75)
 
 
 def display_from(name: str, address: str) -> str:
@@ -213,7 +225,9 @@ HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)   # 10 MiB of attachments need m
 SMTP_CONNECT_TIMEOUT = 30.0
 SMTP_COMMAND_TIMEOUT = 60.0
 SMTP_CONVERSATION_TIMEOUT = 120.0
-HOOK_KINDS = ("ses", "postmark", "mailgun", "mailjet", "sendgrid", "sparkpost")
+# `smtp_oauth2`: the OAuth2 token endpoints of SMTP's XOAUTH2 (Microsoft, Google), so a test can
+# fake them like any provider API
+HOOK_KINDS = ("ses", "postmark", "mailgun", "mailjet", "sendgrid", "sparkpost", "smtp_oauth2")
 
 
 def hook_base_urls(environ=os.environ) -> dict[str, str]:
