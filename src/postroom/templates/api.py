@@ -1,0 +1,173 @@
+"""Template and template-block endpoints (permission resource `templates`).
+
+Each endpoint's request is checked by its model parser before the membership and permission
+checks (Endpoint.parse: the contract's 400-before-403 order); the handler gets the result as
+`call.input`. Bodies nested deeper than model.BODY_MAX_DEPTH are refused undecoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from postroom.platform.errors import RuleError
+from postroom.platform.http import Call, Endpoint, json_response
+from postroom.templates import model, store
+from postroom.workspaces import store as workspaces_store
+
+
+async def _workspace_settings(conn, workspace_id: str) -> dict:
+    row = await workspaces_store.get(conn, workspace_id)
+    return (row["settings"] if row is not None else None) or {}
+
+
+def _found(row, message: str = model.NOT_FOUND):
+    if row is None:
+        raise RuleError(message, 404)
+    return row
+
+
+# ---------------------------------------------------------------- templates
+
+async def list_templates(call: Call):
+    async with call.pool.acquire() as conn:
+        rows = await store.list_latest(conn, call.workspace_id, call.input["category"], call.input["channel"])
+    return {"templates": [model.template_wire(row) for row in rows]}
+
+
+async def get_template(call: Call):
+    template_id, version = call.input
+    async with call.pool.acquire() as conn:
+        row = _found(await store.get(conn, call.workspace_id, template_id, version))
+    return {"template": model.template_wire(row)}
+
+
+async def create_template(call: Call):
+    draft: model.Draft = call.input
+    async with call.pool.acquire() as conn:
+        model.check_languages("create", draft.fields["translations"], await _workspace_settings(conn, call.workspace_id))
+        row = await store.create(conn, call.workspace_id, model.with_previews(draft.fields))
+    if row is None:
+        raise RuleError(model.ID_TAKEN)
+    return json_response({"template": model.template_wire(row)}, status=201)
+
+
+async def update_template(call: Call):
+    draft: model.Draft = call.input
+    async with call.pool.acquire() as conn:
+        settings = await _workspace_settings(conn, call.workspace_id)
+
+        def revise(latest):
+            fields = model.revise(draft, latest)
+            if "translations" in draft.given:
+                model.check_languages("update", fields["translations"], settings)
+            return model.with_previews(fields)
+
+        row = _found(await store.update(conn, call.workspace_id, draft.fields["id"], revise))
+    return {"template": model.template_wire(row)}
+
+
+async def delete_template(call: Call):
+    def refuse(latest):
+        reason = model.delete_refusal(latest)
+        if reason:
+            raise RuleError(reason)
+
+    async with call.pool.acquire() as conn:
+        if not await store.delete(conn, call.workspace_id, call.input, refuse):
+            raise RuleError(model.NOT_FOUND, 404)
+    return {"success": True}
+
+
+async def compile_template(call: Call):
+    """Renders without storing (2.6): a template that does not render is a 200 with success false."""
+    req: model.CompileRequest = call.input
+    async with call.pool.acquire() as conn:
+        settings = await _workspace_settings(conn, call.workspace_id)
+        row = None
+        if req.template_id is not None:
+            row = await store.get(conn, call.workspace_id, req.template_id, req.version)
+            if row is None or row["deleted_at"] is not None:
+                raise RuleError(model.NOT_FOUND, 404)
+    default_language = model.workspace_languages(settings)[1]
+    if row is not None and row["channel"] == "web":
+        return model.web_compile_wire(model.variant(row, req.language, default_language))
+    endpoint = model.public_endpoint(settings, call.settings.api_endpoint or str(call.request.base_url))
+    job = model.compile_job(req, row, default_language, endpoint)
+    return await asyncio.to_thread(model.compile_answer, *job)  # up to Liquid's 5 s: off the event loop
+
+
+# ---------------------------------------------------------------- template blocks
+
+async def list_blocks(call: Call):
+    async with call.pool.acquire() as conn:
+        rows = (await store.blocks_of(conn, [call.workspace_id])).get(call.workspace_id, [])
+    return {"blocks": [model.block_wire(row) for row in rows]}
+
+
+def _block_key(value: str):
+    key = model.block_key(value)
+    if key is None:
+        raise RuleError(model.BLOCK_NOT_FOUND, 404)
+    return key
+
+
+async def get_block(call: Call):
+    key = _block_key(call.input)
+    async with call.pool.acquire() as conn:
+        row = _found(await store.get_block(conn, call.workspace_id, key), model.BLOCK_NOT_FOUND)
+    return {"block": model.block_wire(row)}
+
+
+async def create_block(call: Call):
+    async with call.pool.acquire() as conn:
+        row = await store.create_block(conn, call.workspace_id, call.input["name"], call.input["block"])
+    return json_response({"block": model.block_wire(row)}, status=201)
+
+
+async def update_block(call: Call):
+    key = _block_key(call.input["id"])
+    async with call.pool.acquire() as conn:
+        row = _found(await store.update_block(conn, call.workspace_id, key, call.input["name"], call.input["block"]),
+                     model.BLOCK_NOT_FOUND)
+    return {"block": model.block_wire(row)}
+
+
+async def delete_block(call: Call):
+    key = _block_key(call.input)
+    async with call.pool.acquire() as conn:
+        if not await store.delete_block(conn, call.workspace_id, key):
+            raise RuleError(model.BLOCK_NOT_FOUND, 404)
+    return {"success": True}
+
+
+# ---------------------------------------------------------------- the endpoint table
+
+def _query(parser):
+    return lambda call: parser(call.param)
+
+
+def _body(parser, *args):
+    return lambda call: parser(call.body, *args)
+
+
+_R, _DEPTH = "templates", model.BODY_MAX_DEPTH
+ENDPOINTS = [
+    Endpoint("/api/templates.list", "GET", list_templates, resource=_R, parse=_query(model.parse_list)),
+    Endpoint("/api/templates.get", "GET", get_template, resource=_R, parse=_query(model.parse_get)),
+    Endpoint("/api/templates.create", "POST", create_template, resource=_R, write=True, max_depth=_DEPTH,
+             parse=_body(model.parse_template, "create")),
+    Endpoint("/api/templates.update", "POST", update_template, resource=_R, write=True, max_depth=_DEPTH,
+             parse=_body(model.parse_template, "update")),
+    Endpoint("/api/templates.delete", "POST", delete_template, resource=_R, write=True, max_depth=_DEPTH,
+             parse=_body(model.parse_delete)),
+    Endpoint("/api/templates.compile", "POST", compile_template, resource=_R, max_depth=_DEPTH,
+             parse=_body(model.parse_compile)),
+    Endpoint("/api/templateBlocks.list", "GET", list_blocks, resource=_R, parse=_query(model.parse_block_list)),
+    Endpoint("/api/templateBlocks.get", "GET", get_block, resource=_R, parse=_query(model.parse_block_get)),
+    Endpoint("/api/templateBlocks.create", "POST", create_block, resource=_R, write=True, max_depth=_DEPTH,
+             parse=_body(model.parse_block, "create")),
+    Endpoint("/api/templateBlocks.update", "POST", update_block, resource=_R, write=True, max_depth=_DEPTH,
+             parse=_body(model.parse_block, "update")),
+    Endpoint("/api/templateBlocks.delete", "POST", delete_block, resource=_R, write=True, max_depth=_DEPTH,
+             parse=_body(model.parse_block_delete)),
+]
