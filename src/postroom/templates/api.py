@@ -142,32 +142,25 @@ async def delete_block(call: Call):
 
 # ---------------------------------------------------------------- the endpoint table
 
-def _query(parser):
-    return lambda call: parser(call.param)
+def _get(path: str, handler, parser) -> Endpoint:
+    return Endpoint(path, "GET", handler, resource="templates", parse=lambda call: parser(call.param))
 
 
-def _body(parser, *args):
-    return lambda call: parser(call.body, *args)
+def _post(path: str, handler, parser, *args, write: bool = True) -> Endpoint:
+    return Endpoint(path, "POST", handler, resource="templates", write=write, max_depth=model.BODY_MAX_DEPTH,
+                    parse=lambda call: parser(call.body, *args))
 
 
-_R, _DEPTH = "templates", model.BODY_MAX_DEPTH
 ENDPOINTS = [
-    Endpoint("/api/templates.list", "GET", list_templates, resource=_R, parse=_query(model.parse_list)),
-    Endpoint("/api/templates.get", "GET", get_template, resource=_R, parse=_query(model.parse_get)),
-    Endpoint("/api/templates.create", "POST", create_template, resource=_R, write=True, max_depth=_DEPTH,
-             parse=_body(model.parse_template, "create")),
-    Endpoint("/api/templates.update", "POST", update_template, resource=_R, write=True, max_depth=_DEPTH,
-             parse=_body(model.parse_template, "update")),
-    Endpoint("/api/templates.delete", "POST", delete_template, resource=_R, write=True, max_depth=_DEPTH,
-             parse=_body(model.parse_delete)),
-    Endpoint("/api/templates.compile", "POST", compile_template, resource=_R, max_depth=_DEPTH,
-             parse=_body(model.parse_compile)),
-    Endpoint("/api/templateBlocks.list", "GET", list_blocks, resource=_R, parse=_query(model.parse_block_list)),
-    Endpoint("/api/templateBlocks.get", "GET", get_block, resource=_R, parse=_query(model.parse_block_get)),
-    Endpoint("/api/templateBlocks.create", "POST", create_block, resource=_R, write=True, max_depth=_DEPTH,
-             parse=_body(model.parse_block, "create")),
-    Endpoint("/api/templateBlocks.update", "POST", update_block, resource=_R, write=True, max_depth=_DEPTH,
-             parse=_body(model.parse_block, "update")),
-    Endpoint("/api/templateBlocks.delete", "POST", delete_block, resource=_R, write=True, max_depth=_DEPTH,
-             parse=_body(model.parse_block_delete)),
+    _get("/api/templates.list", list_templates, model.parse_list),
+    _get("/api/templates.get", get_template, model.parse_get),
+    _post("/api/templates.create", create_template, model.parse_template, "create"),
+    _post("/api/templates.update", update_template, model.parse_template, "update"),
+    _post("/api/templates.delete", delete_template, model.parse_delete),
+    _post("/api/templates.compile", compile_template, model.parse_compile, write=False),
+    _get("/api/templateBlocks.list", list_blocks, model.parse_block_list),
+    _get("/api/templateBlocks.get", get_block, model.parse_block_get),
+    _post("/api/templateBlocks.create", create_block, model.parse_block, "create"),
+    _post("/api/templateBlocks.update", update_block, model.parse_block, "update"),
+    _post("/api/templateBlocks.delete", delete_block, model.parse_block_delete),
 ]
