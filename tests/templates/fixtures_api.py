@@ -12,7 +12,11 @@ import dataclasses
 import importlib.util
 import secrets
 
+import httpx
 import pytest
+
+from postroom.app import create_app
+from postroom.platform.config import Settings
 
 T = {"id": "root", "type": "mjml", "children": [
     {"id": "head", "type": "mj-head", "children": [
@@ -105,6 +109,20 @@ async def make_fixture(new_workspace, pool) -> Fixture:
     reader = {"Authorization": f"Bearer {await ws1.key('templates:r')}"}
     none = {"Authorization": f"Bearer {await ws1.key('contacts:rw')}"}
     return Fixture(ws1, ws2, ws24, reader, none)
+
+
+@pytest.fixture
+async def fx(new_workspace, pool) -> Fixture:
+    """The section 8 fixture (a module uses it with `fx = fixtures_api.fx`)."""
+    return await make_fixture(new_workspace, pool)
+
+
+@pytest.fixture(scope="module")
+async def default_limit_client(settings, dsn, pool):
+    """The app with the default body limit (10 MiB) instead of the tests' 1 MiB."""
+    app = create_app(dataclasses.replace(settings, max_body_bytes=Settings().max_body_bytes), dsn, pool=pool)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://postroom.test") as c:
+        yield c
 
 
 async def ok(response, status: int = 200) -> dict:
