@@ -8,34 +8,19 @@ test_templates_contract.py."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import uuid
 
-import httpx
+import fixtures_api
 import pytest
 from helpers import assert_json_error
 
-from postroom.app import create_app
-from postroom.platform.config import Settings
 from postroom.templates import store
 
-from fixtures_api import create, get, listed, make_fixture, ok, web_template
+from fixtures_api import create, get, listed, ok, web_template
 
 C = "invalid create template request: "
-
-
-@pytest.fixture
-async def fx(new_workspace, pool):
-    return await make_fixture(new_workspace, pool)
-
-
-@pytest.fixture(scope="module")
-async def default_limit_client(settings, dsn, pool):
-    """The app with the default body limit (10 MiB) instead of the tests' 1 MiB."""
-    app = create_app(dataclasses.replace(settings, max_body_bytes=Settings().max_body_bytes), dsn, pool=pool)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://postroom.test") as c:
-        yield c
+fx, default_limit_client = fixtures_api.fx, fixtures_api.default_limit_client  # this module's fixtures
 
 
 # ---------------------------------------------------------------- create, get, list
@@ -91,7 +76,8 @@ async def test_list_filters_and_order(client, fx, pool):
 async def test_get_errors(client, fx):
     ws = fx.ws1
     await create(client, ws, web_template(ws.id))
-    for params in ({"version": "9"}, {"version": "1", "id": "nope"}):
+    for params in ({"version": "9"}, {"version": "1", "id": "nope"}, {"version": str(2 ** 31)},
+                   {"version": str(2 ** 63 - 1)}):
         r = await client.get("/api/templates.get", headers=ws.headers,
                              params={"workspace_id": ws.id, "id": "post", **params})
         assert_json_error(r, 404, "Template not found")
@@ -368,7 +354,7 @@ async def test_compile_of_stored_templates(client, fx):
         {"success": True, "html": "<p>Hi</p>", "text": "Hi"}
     r = await client.post("/api/templates.compile", headers=ws.headers, json={**body, "language": "fr-CA"})
     assert (await ok(r)) == {"success": True, "html": "<p>Fr</p>"}
-    for change in ({"template_id": "nope"}, {"version": 5}):
+    for change in ({"template_id": "nope"}, {"version": 5}, {"version": 2 ** 40}):
         r = await client.post("/api/templates.compile", headers=ws.headers, json={**body, **change})
         assert_json_error(r, 404, "Template not found")
     await ok(await client.post("/api/templates.delete", headers=ws.headers, json={"workspace_id": ws.id, "id": "post"}))

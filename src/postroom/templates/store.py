@@ -121,6 +121,7 @@ SELECT {_T_COLUMNS}
 """
 
 VERSION = f"SELECT {COLUMNS} FROM templates WHERE workspace_id = $1 AND id = $2 AND version = $3"
+MAX_VERSION = 2 ** 31 - 1  # the column is an integer
 
 # The latest version of every live template, newest first; a filter of NULL matches everything.
 LIST = f"""
@@ -143,6 +144,8 @@ async def get(conn, workspace_id: str, template_id: str, version: int | None):
     version whether or not the template was deleted since (message history reads it)."""
     if version is None:
         return await latest_live(conn, workspace_id, template_id)
+    if version > MAX_VERSION:  # a valid integer (int64, as Notifuse reads it) that no version can be
+        return None
     return await conn.fetchrow(VERSION, workspace_id, template_id, version)
 
 
