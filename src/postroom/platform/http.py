@@ -9,6 +9,7 @@ permission checks (403), as Notifuse orders them for templates.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import time
@@ -134,8 +135,8 @@ class Endpoint:
     write: bool = False
     missing_workspace: str = "workspace_id is required"
     workspace_param: str = "workspace_id"
-    # parse(call) -> call.input: checks the whole request, workspace_id included (with the
-    # endpoint's own messages), before the membership and permission checks. The edge's own
+    # parse(call) -> call.input (or an awaitable of it): checks the whole request, workspace_id
+    # included (with the endpoint's own messages), before the membership and permission checks. The edge's own
     # workspace_id rule then only guards the lookup: an id the parser let through that no
     # workspace can have is answered like any workspace the caller is not a member of (403).
     parse: Callable[[Call], Any] | None = None
@@ -192,6 +193,8 @@ class Api:
         call = Call(request, body, request.query_params, principal, None, state.pool)
         if endpoint.parse is not None:
             call.input = endpoint.parse(call)
+            if inspect.isawaitable(call.input):
+                call.input = await call.input
         if endpoint.auth == "workspace":
             raw = body.get(endpoint.workspace_param) if endpoint.method == "POST" else \
                 query_param(request.query_params, endpoint.workspace_param)

@@ -316,9 +316,9 @@ def check_languages(verb: str, translations: Mapping, settings: Mapping | None) 
                                 "is not in workspace's configured languages")
 
 
-def with_previews(fields: dict) -> dict:
-    """The fields with `compiled_preview` computed for the email part and every email variant."""
-    out = dict(fields)
+def with_previews(draft: Draft) -> Draft:
+    """The draft with `compiled_preview` computed for the email part and every email variant."""
+    out = dict(draft.fields)
     if out.get("email") is not None:
         out["email"] = {**out["email"], "compiled_preview": compiled_preview(out["email"])}
     translations = {}
@@ -326,7 +326,7 @@ def with_previews(fields: dict) -> dict:
         email = variant.get("email")
         translations[code] = {"email": {**email, "compiled_preview": compiled_preview(email)}} if email else variant
     out["translations"] = translations
-    return out
+    return Draft(draft.workspace_id, out, draft.given)
 
 
 def delete_refusal(latest: Mapping) -> str | None:
