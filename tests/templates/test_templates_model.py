@@ -376,9 +376,11 @@ def test_tree_wire():
     assert list(model.tree_wire(block)) == ["type", "children", "attributes"]
 
 
-def test_delete_refusal():
-    assert model.delete_refusal(latest(integration_id=None)) is None
-    assert model.delete_refusal(latest(integration_id="supabase_1")) == \
+def test_integration_managed_templates_are_not_deletable():
+    model.check_deletable(latest(integration_id=None))
+    with pytest.raises(TemplateError) as caught:
+        model.check_deletable(latest(integration_id="supabase_1"))
+    assert caught.value.message == \
         "cannot delete integration-managed template: template is managed by integration supabase_1"
 
 

@@ -42,10 +42,9 @@ async def get_template(call: Call):
 
 
 async def create_template(call: Call):
-    draft: model.Draft = call.input
+    draft: model.Draft = await asyncio.to_thread(model.with_previews, call.input)
     async with call.pool.acquire() as conn:
         model.check_languages("create", draft.fields["translations"], await _workspace_settings(conn, call.workspace_id))
-        draft = await asyncio.to_thread(model.with_previews, draft)
         row = await store.create(conn, call.workspace_id, draft.fields)
     if row is None:
         raise RuleError(model.ID_TAKEN)
@@ -54,7 +53,8 @@ async def create_template(call: Call):
 
 async def update_template(call: Call):
     """The previews are computed before the head is locked (what is copied from the latest version
-    has its own already), so the lock is held only to append the version."""
+    has its own already), so the lock is held only to append the version (also on create: no
+    connection is held meanwhile)."""
     draft: model.Draft = await asyncio.to_thread(model.with_previews, call.input)
     async with call.pool.acquire() as conn:
         settings = await _workspace_settings(conn, call.workspace_id)
@@ -70,13 +70,8 @@ async def update_template(call: Call):
 
 
 async def delete_template(call: Call):
-    def refuse(latest):
-        reason = model.delete_refusal(latest)
-        if reason:
-            raise RuleError(reason)
-
     async with call.pool.acquire() as conn:
-        if not await store.delete(conn, call.workspace_id, call.input, refuse):
+        if not await store.delete(conn, call.workspace_id, call.input, model.check_deletable):
             raise RuleError(model.NOT_FOUND, 404)
     return {"success": True}
 

@@ -267,9 +267,9 @@ def parse_template(body: dict, verb: str = "create") -> Draft:
         raise TemplateError(f"{p}{other} must be nil for channel '{channel}'")
     parts = {channel: _part(p, channel, part), other: None}
     translations = _translations(p, channel, body.get("translations"))
-    for name_ in ("test_data", "settings"):
-        if body.get(name_) is not None:
-            _storable(p, body[name_], name_)
+    for key in ("test_data", "settings"):
+        if body.get(key) is not None:
+            _storable(p, body[key], key)
     fields = {"id": template_id, "name": name, "channel": channel, "category": category, **parts,
               "template_macro_id": macro, "test_data": body.get("test_data"), "settings": body.get("settings"),
               "translations": translations}
@@ -329,12 +329,11 @@ def with_previews(draft: Draft) -> Draft:
     return Draft(draft.workspace_id, out, draft.given)
 
 
-def delete_refusal(latest: Mapping) -> str | None:
-    """Why a template may not be deleted (2.5), or None."""
+def check_deletable(latest: Mapping) -> None:
+    """An integration-managed template may not be deleted (2.5; Notifuse answers 500)."""
     if latest["integration_id"]:
-        return ("cannot delete integration-managed template: template is managed by integration "
-                f"{latest['integration_id']}")
-    return None
+        raise TemplateError("cannot delete integration-managed template: template is managed by integration "
+                            f"{latest['integration_id']}")
 
 
 # ---------------------------------------------------------------- reads and deletes
