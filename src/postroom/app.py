@@ -17,6 +17,7 @@ from postroom.platform import db, observability, openapi
 from postroom.platform.capability import Capability
 from postroom.platform.config import Settings
 from postroom.platform.http import Api, Edge, error_response, route
+from postroom.templates.capability import CAPABILITY as TEMPLATES
 from postroom.timeline.capability import CAPABILITY as TIMELINE
 from postroom.webhooks.capability import CAPABILITY as WEBHOOKS
 from postroom.workspaces.capability import CAPABILITY as WORKSPACES
@@ -31,7 +32,7 @@ PLATFORM = Capability(
             Route("/metrics", observability.metrics_handler(auth_model.bearer_token), methods=None)])
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
-CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, PLATFORM)
+CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, PLATFORM)
 
 
 def document() -> dict:

@@ -59,6 +59,9 @@ NOTIFUSE_IDS = dict(line.split() for line in """
 /api/webhookSubscriptions.test testWebhookSubscription
 /api/webhookSubscriptions.eventTypes listWebhookEventTypes
 /subscribe subscribeToLists                         /api/lists.subscribe subscribeToListsAuthenticated
+/api/templates.list listTemplates                   /api/templates.get getTemplate
+/api/templates.create createTemplate                /api/templates.update updateTemplate
+/api/templates.delete deleteTemplate                /api/templates.compile compileTemplate
 /api/user.rootSignin rootSignin
 """.replace("  ", "\n").split("\n") if line.strip())
 

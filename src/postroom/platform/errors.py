@@ -6,6 +6,7 @@
      ├── contacts.model.ContactError                  400: a contact's fields
      ├── lists.model.ListError                        400/404: lists, memberships, links
      ├── webhooks.model.WebhookError                  400/404: subscriptions, destinations
+     ├── templates.model.TemplateError                400/404: templates, template blocks
      └── (raised as is)                               the edge's own checks and handlers' 404/409
 
 A model raises its subclass without knowing HTTP; `platform.http.Edge` turns any RuleError that

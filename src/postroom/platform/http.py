@@ -1,12 +1,15 @@
 """The HTTP edge: the error envelope, JSON bodies, the endpoint table and its dispatch.
 
 Order of checks for an /api endpoint (the contract's): unknown path 404, token 401,
-method 405, body 400/413, workspace 400/403, permission 403, then the handler.
+method 405, body 400/413, workspace 400/403, permission 403, then the handler. An endpoint
+with a `parse` function has its whole request checked (400) before the membership and
+permission checks (403), as Notifuse orders them for templates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import time
@@ -51,7 +54,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_object(body: bytes) -> dict:
+def decode_object(body: bytes, max_depth: int | None = None) -> dict:
+    """The body as a JSON object, else 400 `Invalid request body`; with `max_depth`, a body that
+    nests deeper (measured on the raw bytes, jsonenc.nesting_exceeds) is refused undecoded."""
+    if max_depth is not None and jsonenc.nesting_exceeds(body, max_depth):
+        raise RuleError("Invalid request body")
     try:
         value = jsonenc.decode(body)
     except ValueError:
@@ -74,6 +81,7 @@ class Call:
     workspace_id: str | None
     pool: asyncpg.Pool
     membership: Any = None  # postroom.auth.model.Membership on workspace endpoints
+    input: Any = None       # what the endpoint's `parse` made of the request, when it has one
 
     @property
     def settings(self):
@@ -102,6 +110,12 @@ class Endpoint:
     write: bool = False
     missing_workspace: str = "workspace_id is required"
     workspace_param: str = "workspace_id"
+    # parse(call) -> call.input (or an awaitable of it): checks the whole request, workspace_id
+    # included (with the endpoint's own messages), before the membership and permission checks. The edge's own
+    # workspace_id rule then only guards the lookup: an id the parser let through that no
+    # workspace can have is answered like any workspace the caller is not a member of (403).
+    parse: Callable[[Call], Any] | None = None
+    max_depth: int | None = None  # JSON nesting limit of the body (decode_object)
 
 
 def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
@@ -147,15 +161,23 @@ class Api:
             return error_response(405, "Method not allowed", {"Allow": endpoint.method})
         body: dict = {}
         if endpoint.method == "POST":
-            body = decode_object(await read_body(request, state.settings.max_body_bytes))
-        workspace_id = membership = None
+            body = decode_object(await read_body(request, state.settings.max_body_bytes), endpoint.max_depth)
+        call = Call(request, body, request.query_params, principal, None, state.pool)
+        if endpoint.parse is not None:
+            call.input = endpoint.parse(call)
+            if inspect.isawaitable(call.input):
+                call.input = await call.input
         if endpoint.auth == "workspace":
             raw = body.get(endpoint.workspace_param) if endpoint.method == "POST" else \
                 query_param(request.query_params, endpoint.workspace_param)
-            workspace_id = workspace_from(raw, endpoint.missing_workspace, endpoint.workspace_param)
-            request.state.workspace_id = workspace_id  # for the access log (platform.observability)
-            membership = await self.authorize(state, principal, workspace_id, endpoint.resource, endpoint.write)
-        call = Call(request, body, request.query_params, principal, workspace_id, state.pool, membership)
+            if endpoint.parse is not None and isinstance(raw, str) and raw and "\x00" not in raw:
+                call.workspace_id = raw  # the parser checked it; an id no workspace has gets 403 below
+            else:
+                call.workspace_id = workspace_from(raw, endpoint.missing_workspace, endpoint.workspace_param)
+            if WORKSPACE_ID.match(call.workspace_id):  # for the access log (platform.observability)
+                request.state.workspace_id = call.workspace_id
+            call.membership = await self.authorize(state, principal, call.workspace_id, endpoint.resource,
+                                                   endpoint.write)
         result = await endpoint.handler(call)
         if isinstance(result, Response):
             return result

@@ -41,6 +41,12 @@ def api_key_email(workspace_id: str, prefix) -> str:
     return f"{prefix}@{workspace_id}.api.postroom"
 
 
-def to_wire(row) -> dict:
-    return {"id": row["id"], "name": row["name"], "settings": row["settings"],
+def to_wire(row, template_blocks=()) -> dict:
+    """`template_blocks` (the templates capability's, in their wire form) are shown in the
+    settings as `template_blocks`, where Notifuse keeps them; a key of that name stored with the
+    settings is not shown (the blocks' own table is the truth)."""
+    settings = {k: v for k, v in row["settings"].items() if k != "template_blocks"}
+    if template_blocks:
+        settings["template_blocks"] = list(template_blocks)
+    return {"id": row["id"], "name": row["name"], "settings": settings,
             "created_at": row["created_at"], "updated_at": row["updated_at"]}
