@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import importlib.util
 import secrets
 import time
 import uuid
@@ -582,12 +581,6 @@ def foreign(path: str, probe: Probe, ctx: Ctx) -> list[Probe]:
                                 check=None, late=False, status=403)]
 
 
-# Paths whose requests get past validation only with the render engine (a block is checked by its
-# tree rules): walked once postroom.templates.render exists.
-WAITS_FOR_RENDER = set() if importlib.util.find_spec("postroom.templates.render") else {
-    "/api/templateBlocks.create", "/api/templateBlocks.update"}
-
-
 # ---------------------------------------------------------------- the walk
 
 def test_every_path_has_isolation_cases():
@@ -616,8 +609,6 @@ async def test_key_of_a_against_everything_of_b(client, pool, settings, new_work
         probes = []
         for path in sorted(set(ENDPOINTS) | set(PUBLIC)):
             assert path in CASES, f"no isolation cases for {path}"
-            if path in WAITS_FOR_RENDER:
-                continue
             mine = CASES[path](path, ctx)
             assert mine, f"no requests for {path}"
             probes += [(path, p) for p in foreign(path, mine[0], ctx)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import secrets
 
 import httpx
@@ -145,6 +144,3 @@ async def listed(client, ws, **params) -> list[dict]:
     return (await ok(r))["templates"]
 
 
-# Tests that need postroom.templates.render (the engine another change brings) wait for it.
-needs_render = pytest.mark.skipif(importlib.util.find_spec("postroom.templates.render") is None,
-                                  reason="waits for the render engine (postroom.templates.render)")

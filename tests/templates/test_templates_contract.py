@@ -1,9 +1,6 @@
 """The checks of templates-contract.md section 8, through the API, as the contract words them:
 templates 1-15, validation errors 16-30, translations 31-33, compile 34-52 (34-49 are the render
 engine's rules; here they are held through templates.compile) and template blocks 53-57.
-
-Email templates and blocks are checked by the render engine at save, so this module runs once
-postroom.templates.render exists.
 """
 
 from __future__ import annotations
@@ -20,8 +17,6 @@ import pytest
 from helpers import assert_json_error
 
 from fixtures_api import T, T_MJML, create, create_w, get, listed, node, ok, tree
-
-pytest.importorskip("postroom.templates.render")
 
 C = "invalid create template request: "
 E = C + "invalid email template: "

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from postroom.contacts import model as contacts
 from postroom.platform import jsonenc
 from postroom.platform.errors import RuleError
+from postroom.templates import render as engine
 
 ID = re.compile(r"[A-Za-z0-9_-]+")
 ID_MAX = 32
@@ -161,14 +162,13 @@ def _email_part(pe: str, part: dict) -> dict:
         raise TemplateError(f"{pe}editor_mode must be 'visual' or 'code'")
     subject = _text(pe, part.get("subject"), "subject", SUBJECT_MAX)
     source, tree = part.get("mjml_source"), part.get("visual_editor_tree")
-    generated = None
     if mode == "code":
         if not source:
             raise TemplateError(f"{pe}mjml_source is required for code mode")
         if _bytes_over(source, SOURCE_MAX_BYTES):
             raise TemplateError(f"{pe}mjml_source exceeds {SOURCE_MAX_BYTES} bytes")
     else:
-        generated = _generate(pe, tree)
+        _generate(pe, tree)
         tree = tree_wire(tree)
     _text(pe, source, "mjml_source", required=False)
     if tree is not None:
@@ -181,7 +181,11 @@ def _email_part(pe: str, part: dict) -> dict:
     text = _text(pe, part.get("text"), "text", required=False)
     if _bytes_over(text, SOURCE_MAX_BYTES):
         raise TemplateError(f"{pe}text exceeds {SOURCE_MAX_BYTES} bytes")
-    _check_liquid(pe, subject, preview, source if mode == "code" else None, generated, text)
+    problem = engine.check_liquid(engine.Content(
+        tree=tree if mode != "code" else None, mjml_source=source if mode == "code" else None,
+        subject=subject, subject_preview=preview, text=text))
+    if problem is not None:
+        raise TemplateError(pe + problem.message)
     return {"editor_mode": mode, "mjml_source": source, "sender_id": sender_id, "reply_to": reply_to,
             "subject": subject, "subject_preview": preview, "visual_editor_tree": tree, "text": text}
 
@@ -538,31 +542,6 @@ def public_endpoint(workspace_settings: Mapping | None, server_endpoint: str) ->
     return base.strip().rstrip("/")
 
 
-_RESULT_KEYS = ("mjml", "html", "subject", "subject_preview", "text")
-
-
-def compile_wire(result) -> dict:
-    """A render Result as templates.compile answers it: keys in the order of 2.6, absent ones
-    omitted, the error as {message, details: [{line, column, message, tagName, block_id?}]}."""
-    out: dict = {"success": bool(result.success)}
-    for name in _RESULT_KEYS:
-        value = getattr(result, name, None)
-        if value is not None:
-            out[name] = value
-    if result.error is not None:
-        out["error"] = {"message": result.error.message, "details": [_detail_wire(d) for d in result.error.details]}
-    return out
-
-
-def _detail_wire(detail) -> dict:
-    read = detail.get if isinstance(detail, Mapping) else (lambda name, default=None: getattr(detail, name, default))
-    out = {"line": read("line", 0), "column": read("column", 0), "message": read("message", ""),
-           "tagName": read("tagName", None) or read("tag_name", "")}
-    if read("block_id", None) is not None:
-        out["block_id"] = read("block_id")
-    return out
-
-
 def web_compile_wire(part: Mapping) -> dict:
     """templates.compile of a stored web template: channel web renders nothing, so the answer is
     the stored HTML and plain text as they are."""
@@ -630,88 +609,57 @@ def block_wire(row: Mapping) -> dict:
 
 
 # ---------------------------------------------------------------- what the render engine decides
-# Every call into postroom.templates.render is below. It is imported where it is used, so that
-# the rest of this module (and the capability) loads without it.
-
-def _engine():
-    import postroom.templates.render as render
-
-    return render
-
 
 def _generate(prefix: str, tree):
-    """A visual tree checked by the rules of 3.2 (a missing one included) and turned into MJML of
-    at most SOURCE_MAX_BYTES; returns the engine's Generated (text, block_at)."""
+    """A visual tree checked by the rules of 3.2 (a missing one included), whose MJML is at most
+    SOURCE_MAX_BYTES."""
     if tree is None:  # rule 1 of 3.2 for a tree that is not there (Notifuse drops the connection)
         raise TemplateError(f"{prefix}visual_editor_tree must have type 'mjml'")
-    render = _engine()
     try:
-        render.tree.validate(tree, path="visual_editor_tree")
-    except render.tree.TreeError as exc:
+        engine.tree.validate(tree, path="visual_editor_tree")
+    except engine.tree.TreeError as exc:
         raise TemplateError(prefix + exc.message) from None
-    generated = render.tree.to_mjml(tree)
+    generated = engine.tree.to_mjml(tree)
     if _bytes_over(generated.text, SOURCE_MAX_BYTES):
         raise TemplateError(f"{prefix}visual_editor_tree produces more than {SOURCE_MAX_BYTES} bytes of MJML")
-    return generated
 
 
 def _check_block(prefix: str, block) -> None:
-    render = _engine()
     try:
-        render.tree.validate_block(block, path="block")
-    except render.tree.TreeError as exc:
+        engine.tree.validate_block(block, path="block")
+    except engine.tree.TreeError as exc:
         raise TemplateError(prefix + exc.message) from None
-
-
-def _check_liquid(pe: str, subject: str, preview: str | None, source: str | None, generated, text: str | None):
-    """Liquid at save (2.3): each source parsed, not rendered, in the order subject,
-    subject_preview, body, text. A problem in a tree's MJML is placed at the block whose
-    generated lines hold it."""
-    check = _engine().liquid.check
-    for where, value in (("subject", subject), ("subject_preview", preview), ("mjml_source", source)):
-        problem = check(value) if value else None
-        if problem is not None:
-            raise TemplateError(f"{pe}{where}: {problem.summary}")
-    if generated is not None:
-        problem = check(generated.text)
-        if problem is not None:
-            block = generated.block_at(problem.line)
-            raise TemplateError(f"{pe}{block.path if block else 'visual_editor_tree'}: {problem.summary}")
-    problem = check(text) if text else None
-    if problem is not None:
-        raise TemplateError(f"{pe}text: {problem.summary}")
 
 
 def content(part: Mapping):
     """The render Content of an email part (a base or a resolved variant): the tree in visual
     mode, the source in code mode (the other is stored as given and never rendered)."""
     visual = editor_mode(part) == "visual"
-    return _engine().Content(tree=part.get("visual_editor_tree") if visual else None,
+    return engine.Content(tree=part.get("visual_editor_tree") if visual else None,
                              mjml_source=None if visual else part.get("mjml_source"),
                              subject=part.get("subject"), subject_preview=part.get("subject_preview"),
                              text=part.get("text"))
 
 
 def compiled_preview(part: Mapping) -> str:
-    return _engine().compiled_preview(content(part))
+    return engine.compiled_preview(content(part))
 
 
 def compile_job(req: CompileRequest, template: Mapping | None, default_language: str, endpoint: str) -> tuple:
     """What templates.compile renders, (content, data, options): the request's content, or with
     template_id the stored email template's variant for `language` (test data defaulting to the
     template's). Tracking URLs use the workspace's endpoint and ids, never the request's."""
-    render = _engine()
     data = req.test_data
     if template is None:
-        piece = render.Content(tree=req.tree, mjml_source=req.mjml_source, subject=req.subject,
+        piece = engine.Content(tree=req.tree, mjml_source=req.mjml_source, subject=req.subject,
                                subject_preview=req.subject_preview, text=None)
     else:
         piece = content(variant(template, req.language, default_language))
         data = template["test_data"] if data is None else data
     click_url = open_url = None
     if req.tracking:
-        click_url, open_url = render.unsigned_tracking(endpoint, req.message_id, req.workspace_id)
-    options = render.Options(channel=req.channel if template is None else "email", preserve_liquid=req.preserve_liquid,
+        click_url, open_url = engine.unsigned_tracking(endpoint, req.message_id, req.workspace_id)
+    options = engine.Options(channel=req.channel if template is None else "email", preserve_liquid=req.preserve_liquid,
                              preheader_override=req.preheader_override, tracking=req.tracking, utm=req.utm,
                              endpoint=endpoint, click_url=click_url, open_url=open_url)
     return piece, data or {}, options
@@ -719,4 +667,4 @@ def compile_job(req: CompileRequest, template: Mapping | None, default_language:
 
 def compile_answer(piece, data: dict, options) -> dict:
     """The render of a compile job as templates.compile answers it."""
-    return compile_wire(_engine().render(piece, data, options))
+    return engine.render(piece, data, options).wire()
