@@ -120,10 +120,10 @@ def parse_provider(raw, allow_fake: bool = False, placeholder_kept: bool = False
             raise config_error("max concurrency must be between 1 and 64")
     if not known_kind(kind, allow_fake):
         raise config_error(f"invalid email provider kind: {kind}")
-    module = kind_module(kind, allow_fake)
     settings = raw.get(kind)
     if not isinstance(settings, dict):
         raise config_error(f"{_SETTINGS_NAME.get(kind, kind)} settings required when email provider kind is {kind}")
+    module = kind_module(kind, allow_fake)
     plain, sets, keep = {}, {}, set()
     for key, value in settings.items():
         if key.startswith("encrypted_"):

@@ -177,13 +177,19 @@ WITH due AS (
      LIMIT $3
        FOR UPDATE SKIP LOCKED
 )
-UPDATE email_queue q
-   SET status = '{_PR}', attempts = q.attempts + 1, claim_id = $4, lease_expires_at = now() + $5::interval,
-       updated_at = now()
-  FROM due
- WHERE q.workspace_id = $1 AND q.id = due.id
-RETURNING q.workspace_id, q.id, q.claim_id, q.integration_id, q.provider_kind, q.contact_email, q.message_id,
-          q.payload, q.attempts, q.throttled, q.max_attempts, q.last_error, q.expires_at, now() AS claimed_at
+,
+claimed AS (
+    UPDATE email_queue q
+       SET status = '{_PR}', attempts = q.attempts + 1, claim_id = $4, lease_expires_at = now() + $5::interval,
+           updated_at = now()
+      FROM due
+     WHERE q.workspace_id = $1 AND q.id = due.id
+    RETURNING q.workspace_id, q.id, q.claim_id, q.integration_id, q.provider_kind, q.contact_email, q.message_id,
+              q.payload, q.attempts, q.throttled, q.max_attempts, q.last_error, q.expires_at, now() AS claimed_at,
+              q.priority, q.created_at, q.next_retry_at
+)
+-- RETURNING keeps no order: the calls start in claim order, priority first
+SELECT * FROM claimed ORDER BY priority, coalesce(next_retry_at, created_at), created_at
 """
 
 
@@ -484,3 +490,12 @@ async def update_integration(conn, key_bytes: bytes, workspace_id: str, integrat
 
 async def delete_integration(conn, workspace_id: str, integration_id: str) -> bool:
     return await conn.fetchval(DELETE_INTEGRATION, workspace_id, integration_id) is not None
+
+
+QUEUE_DEPTH = """
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'paused') AS paused
+  FROM email_queue
+"""

@@ -1,7 +1,8 @@
 """The HTTP edge: the error envelope, JSON bodies, the endpoint table and its dispatch.
 
 Order of checks for an /api endpoint (the contract's): unknown path 404, token 401,
-method 405, body 400/413, workspace 400/403, permission 403, then the handler.
+method 405, body 400/413, the endpoint's own `parse` 400 when it has one, workspace 400/403,
+permission 403, then the handler.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Call:
     workspace_id: str | None
     pool: asyncpg.Pool
     membership: Any = None  # postroom.auth.model.Membership on workspace endpoints
+    parsed: Any = None      # what the endpoint's `parse` returned
 
     @property
     def settings(self):
@@ -102,6 +104,10 @@ class Endpoint:
     write: bool = False
     missing_workspace: str = "workspace_id is required"
     workspace_param: str = "workspace_id"
+    # Validation that runs before the workspace and permission checks, for contracts where a
+    # malformed request from a non-member gets its 400 (delivery: "validation before membership").
+    # It gets the Call without workspace_id and membership; its result is Call.parsed.
+    parse: Callable[[Call], Any] | None = None
 
 
 def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
@@ -148,14 +154,16 @@ class Api:
         body: dict = {}
         if endpoint.method == "POST":
             body = decode_object(await read_body(request, state.settings.max_body_bytes))
-        workspace_id = membership = None
+        call = Call(request, body, request.query_params, principal, None, state.pool)
+        if endpoint.parse is not None:
+            call.parsed = endpoint.parse(call)
         if endpoint.auth == "workspace":
             raw = body.get(endpoint.workspace_param) if endpoint.method == "POST" else \
                 query_param(request.query_params, endpoint.workspace_param)
-            workspace_id = workspace_from(raw, endpoint.missing_workspace, endpoint.workspace_param)
-            request.state.workspace_id = workspace_id  # for the access log (platform.observability)
-            membership = await self.authorize(state, principal, workspace_id, endpoint.resource, endpoint.write)
-        call = Call(request, body, request.query_params, principal, workspace_id, state.pool, membership)
+            call.workspace_id = workspace_from(raw, endpoint.missing_workspace, endpoint.workspace_param)
+            request.state.workspace_id = call.workspace_id  # for the access log (platform.observability)
+            call.membership = await self.authorize(state, principal, call.workspace_id, endpoint.resource,
+                                                   endpoint.write)
         result = await endpoint.handler(call)
         if isinstance(result, Response):
             return result

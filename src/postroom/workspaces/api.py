@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from postroom.auth import api as auth_api, model as auth_model, store as auth_store
+from postroom.delivery import integrations as delivery_integrations, store as delivery_store
 from postroom.platform.http import Call, Endpoint, workspace_from
 from postroom.platform.errors import RuleError
 from postroom.workspaces import model, store
 
 
+async def _wire(conn, row) -> dict:
+    """A workspace with its email integrations, secrets masked (delivery-contract 1.3)."""
+    found = await delivery_store.list_integrations(conn, row["id"])
+    return {**model.to_wire(row), "integrations": [delivery_integrations.wire(i) for i in found]}
+
+
 async def list_workspaces(call: Call):
     async with call.pool.acquire() as conn:
         rows = await store.list_for_user(conn, call.principal.user_id)
-    return [model.to_wire(r) for r in rows]  # a bare array: the Zapier connection test reads it so
+        return [await _wire(conn, r) for r in rows]  # a bare array: the Zapier connection test reads it so
 
 
 async def get_workspace(call: Call):
@@ -20,7 +27,7 @@ async def get_workspace(call: Call):
         if await auth_store.membership(conn, ws_id, call.principal.user_id) is None:
             raise RuleError("user is not a member of the workspace", 403)
         row = await store.get(conn, ws_id)
-    return {"workspace": model.to_wire(row)}
+        return {"workspace": await _wire(conn, row)}
 
 
 async def create_workspace(call: Call):

@@ -1,0 +1,94 @@
+"""Delivery endpoints: the message history (messages.list, messages.broadcastStats) and the
+workspace's email integrations. Each validates before the membership and permission checks (the
+contract's order) through its Endpoint's `parse`; the handlers only authorise, store and encode."""
+
+from __future__ import annotations
+
+from postroom.delivery import integrations, model, store
+from postroom.platform.errors import RuleError
+from postroom.platform.http import Call, Endpoint, json_response
+
+NOT_OWNER = "user is not an owner of the workspace"
+
+
+def _fake(call: Call) -> bool:
+    """Kind `fake` (the in-memory provider) is accepted only where the process allows it: tests."""
+    return bool(call.settings.delivery_fake_provider)
+
+
+def _owner(call: Call) -> None:
+    if call.membership.role != "owner":
+        raise RuleError(NOT_OWNER, 403)
+
+
+# ---------------------------------------------------------------- the message history
+
+async def list_messages(call: Call):
+    q: model.MessageQuery = call.parsed
+    async with call.pool.acquire() as conn:
+        rows = await store.list_messages(conn, call.workspace_id, q)
+        key = await store.message_key(conn, call.workspace_id, call.settings.key_bytes, create=False)
+    page = rows[:q.limit]
+    out: dict = {"messages": [model.message_wire(r, store.open_data(key, call.workspace_id, r["id"],
+                                                                    r["message_data"])) for r in page]}
+    has_more = len(rows) > q.limit
+    if has_more:
+        out["next_cursor"] = model.encode_message_cursor(page[-1]["created_at"], page[-1]["id"])
+    out["has_more"] = has_more
+    return out
+
+
+async def broadcast_stats(call: Call):
+    async with call.pool.acquire() as conn:
+        stats = await store.broadcast_stats(conn, call.workspace_id, call.parsed)
+    return {"broadcast_id": call.parsed, "stats": stats}
+
+
+# ---------------------------------------------------------------- integrations (1.5)
+
+async def create_integration(call: Call):
+    _owner(call)
+    name, spec = call.parsed
+    plain, secrets, concurrency = integrations.merged(spec, None, {}, _fake(call))
+    async with call.pool.acquire() as conn:
+        row = await store.create_integration(conn, call.settings.key_bytes, call.workspace_id, name, spec.kind,
+                                             plain, secrets, spec.senders, spec.rate_limit_per_minute, concurrency)
+    return json_response({"status": "success", "integration_id": row["id"]}, status=201)
+
+
+async def update_integration(call: Call):
+    _owner(call)
+    integration_id, name, spec = call.parsed
+    row = None
+    if integrations.as_uuid(integration_id) == integration_id:
+        async with call.pool.acquire() as conn:
+            row = await store.update_integration(conn, call.settings.key_bytes, call.workspace_id, integration_id,
+                                                 name, spec, _fake(call))
+    if row is None:
+        raise RuleError(integrations.NOT_FOUND, 404)
+    return {"status": "success", "message": "Integration updated successfully"}
+
+
+async def delete_integration(call: Call):
+    _owner(call)
+    integration_id = call.parsed
+    async with call.pool.acquire() as conn:
+        if not await store.delete_integration(conn, call.workspace_id, integration_id):
+            raise RuleError(integrations.NOT_FOUND, 404)
+    return {"status": "success", "message": "Integration deleted successfully"}
+
+
+ENDPOINTS = [
+    Endpoint("/api/messages.list", "GET", list_messages, resource="message_history",
+             missing_workspace="Missing workspace ID", parse=lambda c: model.parse_message_query(c.query)),
+    Endpoint("/api/messages.broadcastStats", "GET", broadcast_stats, resource="message_history",
+             parse=lambda c: model.parse_broadcast_stats(c.query)),
+    Endpoint("/api/workspaces.createIntegration", "POST", create_integration, write=True,
+             missing_workspace="workspace ID is required",
+             parse=lambda c: integrations.parse_create(c.body, _fake(c))),
+    Endpoint("/api/workspaces.updateIntegration", "POST", update_integration, write=True,
+             missing_workspace="workspace ID is required",
+             parse=lambda c: integrations.parse_update(c.body, _fake(c))),
+    Endpoint("/api/workspaces.deleteIntegration", "POST", delete_integration, write=True,
+             missing_workspace="workspace ID is required", parse=lambda c: integrations.parse_delete(c.body)),
+]
