@@ -37,6 +37,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from postroom.app import CAPABILITIES, build_api
+from postroom.delivery import store as delivery_store
+from postroom.delivery.model import Outgoing, Source
 from postroom.webhooks import delivery
 
 from helpers import snapshot
@@ -67,6 +69,9 @@ class Tenant:
     sub_secret: str = ""
     key_email: str = ""
     confirm: dict = dataclasses.field(default_factory=dict)  # a real confirmation link's parameters
+    integration_id: str = ""   # an email integration (kind fake)
+    message_id: str = ""       # a queued broadcast message
+    broadcast_id: str = ""
     markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
 
     @property
@@ -122,9 +127,23 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
     key = await ok(await client.post("/api/workspaces.createAPIKey", headers=h, json={
         "workspace_id": w, "email_prefix": f"{tag}key{x}"}))
     t.key_email = key["email"]
+    integration = await ok(await client.post("/api/workspaces.createIntegration", headers=h, json={
+        "workspace_id": w, "name": secret_values["list_name"] + " relay", "type": "email", "provider": {
+            "kind": "fake", "fake": {"api_key": f"{tag}apikey{x}", "label": f"{tag}label{x}"},
+            "senders": [{"email": f"noreply@{tag}.example", "name": f"{tag} sender {x}"}],
+            "rate_limit_per_minute": 60}}), 201)
+    t.integration_id, t.broadcast_id = integration["integration_id"], f"{tag}_bcast_{x}"
+    async with pool.acquire() as conn:
+        t.message_id, _ = await delivery_store.enqueue(conn, ws._settings.key_bytes, Outgoing(
+            workspace_id=w, integration_id=t.integration_id, contact_email=t.own_email,
+            from_address=f"noreply@{tag}.example", from_name="x", subject=f"{tag} subject {x}", html="<p>x</p>",
+            template_id=f"{tag}_tpl_{x}", template_version=1, source_type=Source.BROADCAST,
+            source_id=t.broadcast_id, external_id=f"{tag}-msg-ext-{x}", data={"code": f"{tag}code{x}"}), "fake")
     t.markers = [t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
-                 t.confirm["token"], f"owner-{w}@example.com", w, *secret_values.values()]
+                 t.confirm["token"], f"owner-{w}@example.com", w, t.integration_id, t.message_id, t.broadcast_id,
+                 f"{tag}apikey{x}", f"{tag}label{x}", f"{tag}-msg-ext-{x}", f"{tag}code{x}", f"{tag}_tpl_{x}",
+                 *secret_values.values()]
     return t
 
 
@@ -433,6 +452,32 @@ def public_cases(path: str, c: Ctx) -> list[Probe]:
     ]
 
 
+def delivery_cases(path: str, c: Ctx) -> list[Probe]:
+    w, b = c.a.id, c.b
+    ghost_integration = "00000000-0000-4000-8000-00000000beef"
+    name = path.rpartition(".")[2]
+    if name in ("updateIntegration", "deleteIntegration"):
+        body = {"workspace_id": w, "integration_id": b.integration_id}
+        if name == "updateIntegration":
+            body["name"] = "mine"
+        return [Probe(body=body, swap={b.integration_id: ghost_integration}, status=404)]
+    return {
+        "list": [
+            Probe(params={"workspace_id": w}, check=only_a(
+                "SELECT id FROM message_history WHERE workspace_id = $1", lambda j: [m["id"] for m in j["messages"]])),
+            Probe(params={"workspace_id": w, "id": b.message_id}, swap={b.message_id: "ghost-message"}, status=200),
+            Probe(params={"workspace_id": w, "broadcast_id": b.broadcast_id}, swap={b.broadcast_id: "ghost_b"},
+                  status=200),
+            Probe(params={"workspace_id": w, "contact_email": b.own_email}, swap=c.email(), status=200),
+        ],
+        "broadcastStats": [Probe(params={"workspace_id": w, "broadcast_id": b.broadcast_id},
+                                 swap={b.broadcast_id: "ghost_b"}, status=200)],
+        "createIntegration": [Probe(body={"workspace_id": w, "name": "mine", "type": "email", "provider": {
+            "kind": "fake", "fake": {"api_key": "mine"}, "senders": [{"email": "a@a.example", "name": "A"}],
+            "rate_limit_per_minute": 60}}, status=201, late=True)],
+    }[name]
+
+
 # Every /api path and public route -> its requests. A path missing here fails the walk.
 CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
@@ -448,6 +493,9 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
         "create", "list", "get", "update", "delete", "toggle", "regenerateSecret", "deliveries", "test", "eventTypes")},
     **{p: workspaces_cases for p in ("/api/workspaces.list", "/api/workspaces.get", "/api/workspaces.create",
                                      "/api/workspaces.createAPIKey")},
+    **{p: delivery_cases for p in ("/api/messages.list", "/api/messages.broadcastStats",
+                                   "/api/workspaces.createIntegration", "/api/workspaces.updateIntegration",
+                                   "/api/workspaces.deleteIntegration")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

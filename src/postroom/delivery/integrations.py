@@ -128,6 +128,9 @@ def parse_provider(raw, allow_fake: bool = False, placeholder_kept: bool = False
     for key, value in settings.items():
         if key.startswith("encrypted_"):
             continue                    # never taken from a request (1.3)
+        if isinstance(value, str) and "\x00" in value or "\x00" in key:
+            # no setting of any kind can hold one, and PostgreSQL text cannot store it
+            raise config_error(f"{key} contains a NUL character")
         if key in module.SECRETS:
             if value is None:
                 sets[key] = None

@@ -398,7 +398,7 @@ def parse_message_query(query) -> MessageQuery:
     limit = 0
     if raw_limit is not None:
         # a JSON integer (Notifuse decodes it so): 1.5, 1e2 and digits beyond int64 are refused
-        if not _JSON_INT.fullmatch(raw_limit) or abs(int(raw_limit)) >= 2 ** 63:
+        if len(raw_limit) > 20 or not _JSON_INT.fullmatch(raw_limit) or abs(int(raw_limit)) >= 2 ** 63:
             raise DeliveryError(f"invalid limit value: {raw_limit}")
         limit = int(raw_limit)
     flags = {}

@@ -34,7 +34,8 @@ class Settings:
         key = raw.get("api_key")
         if not isinstance(key, str) or not key:
             raise ProviderConfigError("api key is required for fake configuration")
-        label = raw.get("label") or ""
+        label = raw.get("label")
+        label = "" if label is None else label
         if not isinstance(label, str):
             raise ProviderConfigError("label must be a string")
         return cls(key, label)
