@@ -207,6 +207,8 @@ def valid_body(path: str, s: Seeded) -> dict:
         "/api/workspaces.updateIntegration": {"workspace_id": w, "integration_id": s.integration_id, "name": "Renamed",
                                               "provider": fake_provider()},
         "/api/workspaces.deleteIntegration": {"workspace_id": w, "integration_id": s.integration_id},
+        "/api/email.testProvider": {"workspace_id": w, "to": "t@example.com", "provider": fake_provider(),
+                                    "integration_id": s.integration_id},
         "/api/user.rootSignin": {"email": ROOT_EMAIL, "timestamp": int(time.time()), "signature": "0" * 64},
         "/subscribe": {"workspace_id": w, "contact": {"email": "fresh@example.com"}, "list_ids": ["news"]},
     }
@@ -344,6 +346,8 @@ FIELDS: dict[str, list[Field]] = {
     "/api/workspaces.updateIntegration": [WS_FIELD, INTEGRATION_ID, field("name", STRING, True, hint="integration name"),
                                           field("provider", {O}), *PROVIDER_FIELDS],
     "/api/workspaces.deleteIntegration": [WS_FIELD, INTEGRATION_ID],
+    "/api/email.testProvider": [WS_FIELD, field("to", STRING, True), field("provider", {O}, True), *PROVIDER_FIELDS,
+                                field("integration_id", STRING, hint="integration")],
     "/api/user.rootSignin": [field("email", STRING, True), field("timestamp", {I}, True),
                              field("signature", STRING, True)],
     "/subscribe": [WS_FIELD, field("contact", {O}, True), *contact_fields(("contact",)),

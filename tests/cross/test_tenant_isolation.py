@@ -472,6 +472,11 @@ def delivery_cases(path: str, c: Ctx) -> list[Probe]:
         ],
         "broadcastStats": [Probe(params={"workspace_id": w, "broadcast_id": b.broadcast_id},
                                  swap={b.broadcast_id: "ghost_b"}, status=200)],
+        "testProvider": [
+            Probe(body={"workspace_id": w, "to": "t@a.example", "integration_id": b.integration_id, "provider": {
+                "kind": "fake", "fake": {"api_key": "********"}, "senders": [{"email": "a@a.example", "name": "A"}],
+                "rate_limit_per_minute": 60}}, swap={b.integration_id: ghost_integration}, status=404),
+        ],
         "createIntegration": [Probe(body={"workspace_id": w, "name": "mine", "type": "email", "provider": {
             "kind": "fake", "fake": {"api_key": "mine"}, "senders": [{"email": "a@a.example", "name": "A"}],
             "rate_limit_per_minute": 60}}, status=201, late=True)],
@@ -495,7 +500,7 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
                                      "/api/workspaces.createAPIKey")},
     **{p: delivery_cases for p in ("/api/messages.list", "/api/messages.broadcastStats",
                                    "/api/workspaces.createIntegration", "/api/workspaces.updateIntegration",
-                                   "/api/workspaces.deleteIntegration")},
+                                   "/api/workspaces.deleteIntegration", "/api/email.testProvider")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

@@ -180,3 +180,74 @@ async def test_delete_clears_the_provider_ids_that_named_it(client, ws, pool):
     settings = await pool.fetchval("SELECT settings FROM workspaces WHERE id = $1", ws.id)
     assert settings == {"transactional_email_provider_id": "", "marketing_email_provider_id": keep, "x": 1}
     assert [i["id"] for i in await integrations_of(client, ws)] == [keep]
+
+
+# ---------------------------------------------------------------- email.testProvider
+
+@pytest.fixture
+def test_fake(app, monkeypatch):
+    """The provider email.testProvider builds: the fake, so the test sees what it was given."""
+    from postroom.delivery.providers.fake import Fake
+
+    fake = Fake()
+    monkeypatch.setattr(app.state, "provider_factory", fake.factory, raising=False)
+    return fake
+
+
+async def test_provider_sends_one_fixed_message_without_history(client, ws, pool, test_fake):
+    body = {"workspace_id": ws.id, "to": "t@example.com", "provider": provider(senders=[
+        {"email": "first@acme.test", "name": "First"}, {**SENDER}])}
+    r = await client.post("/api/email.testProvider", headers=ws.headers, json=body)
+    assert r.json() == {"success": True}, r.text
+    (call,) = test_fake.calls
+    m = call.message
+    assert (m.to, m.subject, m.from_address, m.from_name) == ("t@example.com", "Postroom: Test Email Provider",
+                                                               "noreply@acme.test", "Acme")   # the default sender
+    assert call.settings.api_key == "key-1"
+    assert await pool.fetchval("SELECT count(*) FROM message_history WHERE workspace_id = $1", ws.id) == 0
+
+
+async def test_provider_failure_is_a_200(client, ws, test_fake):
+    from postroom.delivery.providers.fake import Step
+
+    test_fake.plan.append(Step("provider", "fake: HTTP 401: bad key"))
+    r = await client.post("/api/email.testProvider", headers=ws.headers, json={
+        "workspace_id": ws.id, "to": "t@example.com", "provider": provider()})
+    assert r.json() == {"success": False, "error": "failed to test provider: fake: HTTP 401: bad key"}
+
+
+async def test_provider_masked_secrets_come_from_the_stored_integration(client, ws, test_fake):
+    iid = (await create(client, ws)).json()["integration_id"]
+    (read,) = await integrations_of(client, ws)
+    body = {"workspace_id": ws.id, "to": "t@example.com", "provider": read["email_provider"]}
+    assert (await client.post("/api/email.testProvider", headers=ws.headers, json=body)).json() == {"success": True}
+    r = await client.post("/api/email.testProvider", headers=ws.headers, json={**body, "integration_id": iid})
+    assert r.json() == {"success": True}
+    assert [c.settings.api_key for c in test_fake.calls] == ["key-1", "key-1"]
+    # plain settings that match no integration: the masked secret cannot be resolved
+    other = {**read["email_provider"], "fake": {"api_key": "********", "label": "changed"}}
+    r = await client.post("/api/email.testProvider", headers=ws.headers, json={**body, "provider": other})
+    assert_json_error(r, 400, "provider secret is masked: pass integration_id")
+    r = await client.post("/api/email.testProvider", headers=ws.headers, json={
+        **body, "integration_id": "00000000-0000-4000-8000-000000000000"})
+    assert_json_error(r, 404, "integration not found")
+
+
+@pytest.mark.parametrize("change, status, message", [
+    ({"to": ""}, 400, "Missing recipient email (to)"),
+    ({"workspace_id": ""}, 400, "Missing workspace ID"),
+    ({"to": "nope"}, 400, "Invalid recipient email (to)"),
+    ({"workspace_id": "", "to": ""}, 400, "Missing recipient email (to)"),
+    ({"provider": provider(senders=[])}, 400, "invalid provider configuration: at least one sender is required"),
+])
+async def test_provider_checks(client, ws, test_fake, change, status, message):
+    body = {"workspace_id": ws.id, "to": "t@example.com", "provider": provider(), **change}
+    assert_json_error(await client.post("/api/email.testProvider", headers=ws.headers, json=body), status, message)
+    assert test_fake.calls == []
+
+
+async def test_provider_needs_workspace_write(client, ws, test_fake):
+    reader = {"Authorization": f"Bearer {await ws.key('workspace:r')}"}
+    r = await client.post("/api/email.testProvider", headers=reader, json={
+        "workspace_id": ws.id, "to": "t@example.com", "provider": provider()})
+    assert_json_error(r, 403, "Insufficient permissions: write access to workspace required")

@@ -4,7 +4,11 @@ contract's order) through its Endpoint's `parse`; the handlers only authorise, s
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 from postroom.delivery import integrations, model, store
+from postroom.delivery.providers.base import Context, Message, SendFailed
 from postroom.platform.errors import RuleError
 from postroom.platform.http import Call, Endpoint, json_response
 
@@ -78,6 +82,53 @@ async def delete_integration(call: Call):
     return {"status": "success", "message": "Integration deleted successfully"}
 
 
+
+
+# ---------------------------------------------------------------- email.testProvider (1.5)
+
+async def test_provider(call: Call):
+    """Sends one fixed message now through the provider in the request: no queue, no retry, no
+    message history. Secrets sent masked come from `integration_id`, or from the one integration
+    of the workspace with the same kind and plain settings."""
+    to, spec, integration_id = call.parsed
+    key_bytes, fake = call.settings.key_bytes, _fake(call)
+    stored, old = None, {}
+    if spec.masked:
+        async with call.pool.acquire() as conn:
+            if integration_id is not None:
+                stored = await store.get_integration(conn, call.workspace_id, integration_id)
+                if stored is None:
+                    raise RuleError(integrations.NOT_FOUND, 404)
+            else:
+                found = [r for r in await store.list_integrations(conn, call.workspace_id)
+                         if integrations.same_settings(spec, r)]
+                stored = found[0] if len(found) == 1 else None
+        if stored is None or stored["kind"] != spec.kind:
+            raise RuleError(integrations.MASKED_SECRET)
+        old = integrations.unseal(key_bytes, call.workspace_id, stored["id"], stored["secrets"])
+    plain, secrets, _ = integrations.merged(spec, stored, old, fake)
+    sender = model.resolve_sender(spec.senders)
+    message = Message(message_id=str(uuid.uuid4()), from_address=sender["email"], from_name=sender["name"], to=to,
+                      subject=integrations.TEST_SUBJECT, html=integrations.TEST_HTML)
+    module = integrations.kind_module(spec.kind, fake)
+    parsed = module.Settings.parse({**plain, **secrets})
+    factory = getattr(call.request.app.state, "provider_factory", None)   # tests inject a fake
+    context = None if factory is not None else Context()
+    provider = factory(parsed, spec.kind) if factory is not None else module.Provider(parsed, context)
+    try:
+        async with asyncio.timeout(model.SEND_TIMEOUT):
+            await provider.send(message)
+    except SendFailed as exc:
+        return {"success": False, "error": f"failed to test provider: {exc.status_info}"}
+    except TimeoutError:
+        return {"success": False, "error": f"failed to test provider: timeout after {model.SEND_TIMEOUT:g} s"}
+    finally:
+        await provider.aclose()
+        if context is not None:
+            await context.aclose()
+    return {"success": True}
+
+
 ENDPOINTS = [
     Endpoint("/api/messages.list", "GET", list_messages, resource="message_history",
              missing_workspace="Missing workspace ID", parse=lambda c: model.parse_message_query(c.query)),
@@ -91,4 +142,6 @@ ENDPOINTS = [
              parse=lambda c: integrations.parse_update(c.body, _fake(c))),
     Endpoint("/api/workspaces.deleteIntegration", "POST", delete_integration, write=True,
              missing_workspace="workspace ID is required", parse=lambda c: integrations.parse_delete(c.body)),
+    Endpoint("/api/email.testProvider", "POST", test_provider, resource="workspace", write=True,
+             missing_workspace="Missing workspace ID", parse=lambda c: integrations.parse_test(c.body, _fake(c))),
 ]

@@ -70,6 +70,7 @@ class ProviderSpec:
     rate_limit_per_minute: int
     max_concurrency: int | None
     given: set[str] = field(default_factory=set)   # plain keys present in the request
+    masked: set[str] = field(default_factory=set)  # secrets sent as "********" (email.testProvider fills them)
 
 
 def _senders(raw) -> list[dict]:
@@ -124,7 +125,7 @@ def parse_provider(raw, allow_fake: bool = False, placeholder_kept: bool = False
     if not isinstance(settings, dict):
         raise config_error(f"{_SETTINGS_NAME.get(kind, kind)} settings required when email provider kind is {kind}")
     module = kind_module(kind, allow_fake)
-    plain, sets, keep = {}, {}, set()
+    plain, sets, keep, masked = {}, {}, set(), set()
     for key, value in settings.items():
         if key.startswith("encrypted_"):
             continue                    # never taken from a request (1.3)
@@ -136,6 +137,8 @@ def parse_provider(raw, allow_fake: bool = False, placeholder_kept: bool = False
                 sets[key] = None
             elif value == "" or value == MASK:
                 keep.add(key)
+                if value == MASK:
+                    masked.add(key)
             else:
                 sets[key] = value
         else:
@@ -146,7 +149,7 @@ def parse_provider(raw, allow_fake: bool = False, placeholder_kept: bool = False
         check.update({k: MASK for k in keep})
     normalized = validate_settings(module, check)
     return ProviderSpec(kind, {k: v for k, v in normalized.items() if k not in module.SECRETS}, sets, keep,
-                        senders, int(rate), concurrency, set(plain))
+                        senders, int(rate), concurrency, set(plain), masked)
 
 
 def validate_settings(module, raw: dict) -> dict:
@@ -207,6 +210,32 @@ def parse_update(body: dict, allow_fake: bool = False) -> tuple[str, str, Provid
     name = _name(body.get("name"))
     raw = body.get("provider")
     return integration_id, name, None if raw is None else parse_provider(raw, allow_fake, placeholder_kept=True)
+
+
+TEST_SUBJECT = "Postroom: Test Email Provider"
+TEST_HTML = "<p>This test email from Postroom shows that your email provider settings work.</p>"
+MASKED_SECRET = "provider secret is masked: pass integration_id"
+
+
+def parse_test(body: dict, allow_fake: bool = False) -> tuple[str, ProviderSpec, str | None]:
+    """(to, provider, integration_id) of email.testProvider, in 1.5's order; masked secrets pass
+    here and are filled from a stored integration once the caller is authorised."""
+    to = body.get("to")
+    if to is None or to == "":
+        raise DeliveryError("Missing recipient email (to)")
+    fields.required_string(body.get("workspace_id"), "workspace_id", DeliveryError, "Missing workspace ID")
+    if not isinstance(to, str) or "\x00" in to or len(to) > 255 or not _EMAIL.match(to.strip()):
+        raise DeliveryError("Invalid recipient email (to)")
+    spec = parse_provider(body.get("provider"), allow_fake, placeholder_kept=True)
+    integration_id = body.get("integration_id")
+    if integration_id is not None and integration_id != "":
+        integration_id = integration_id_of(body)
+    return to.strip(), spec, integration_id or None
+
+
+def same_settings(spec: ProviderSpec, row: Mapping) -> bool:
+    """A stored integration a masked test request stands for: same kind, same plain settings."""
+    return row["kind"] == spec.kind and dict(row["settings"]) == spec.plain
 
 
 def parse_delete(body: dict) -> str:

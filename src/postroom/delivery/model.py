@@ -67,6 +67,7 @@ CHANNELS = ("email", "sms", "push")
 LAST_ERROR_MAX = 1000
 STATUS_INFO_MAX = 255
 CLAIM_MAX = 500                     # rows per claim of one integration (5.6)
+SEND_TIMEOUT = 130.0                # the longest a provider call may take (SMTP's 120 s conversation bound)
 
 
 # ---------------------------------------------------------------- retries (5.3)

@@ -85,5 +85,10 @@ OPERATIONS = {
         "Remove an integration; provider ids naming it are cleared (owners only)", id="deleteIntegration",
         tag="integrations", body={"integration_id": STRING}, required=["integration_id"], ok=STATUS_MESSAGE,
         errors=[404]),
+    "/api/email.testProvider": Op(
+        "Send one test message through a provider now (no queue, no history); masked secrets come from "
+        "integration_id or the one integration with the same settings", id="testEmailProvider", tag="integrations",
+        body={"to": STRING, "provider": PROVIDER, "integration_id": STRING}, required=["to", "provider"],
+        ok=obj({"success": BOOLEAN, "error": STRING}, ["success"]), errors=[404]),
 }
 

@@ -25,7 +25,7 @@ from postroom.platform import queue
 
 log = logging.getLogger("postroom.delivery")
 
-SEND_TIMEOUT = 130.0   # the longest a provider call may take (SMTP's 120 s conversation bound)
+SEND_TIMEOUT = model.SEND_TIMEOUT
 
 # provider_factory(integration settings object, kind) -> a provider with `async send(message)`
 # (tests and benches inject providers.fake.Fake.factory)
