@@ -182,12 +182,12 @@ async def test_breaker_is_shared_opens_probes_and_closes(ws, pool, settings):
     fake = Fake(default=Step("provider", "fake: HTTP 500"))
     a, b = worker(pool, s, fake), worker(pool, s, fake)
     assert await a.run_once() == 1 and await b.run_once() == 1   # two failures in two processes: open
-    await pool.execute("UPDATE email_queue SET next_retry_at = NULL WHERE workspace_id = $1", ws.id)
+    await pool.execute("UPDATE email_queue SET next_retry_at = now() WHERE workspace_id = $1", ws.id)
     assert await a.run_once() == 0 and await b.run_once() == 0   # open: nothing claimed, no attempt spent
     row = await pool.fetchrow("SELECT * FROM delivery_budget WHERE workspace_id = $1", ws.id)
     assert (row["breaker"], row["opened_count"]) == ("open", 1)
     await asyncio.sleep(0.35)
-    await pool.execute("UPDATE email_queue SET next_retry_at = NULL WHERE workspace_id = $1", ws.id)
+    await pool.execute("UPDATE email_queue SET next_retry_at = now() WHERE workspace_id = $1", ws.id)
     probe = asyncio.create_task(a.run_once())
     await asyncio.sleep(0)
     results = await asyncio.gather(probe, b.run_once())
@@ -197,7 +197,7 @@ async def test_breaker_is_shared_opens_probes_and_closes(ws, pool, settings):
     assert (row["open_until"] - (await pool.fetchval("SELECT now()"))).total_seconds() > 0.35
     fake.default = Step()
     await asyncio.sleep(0.65)
-    await pool.execute("UPDATE email_queue SET next_retry_at = NULL WHERE workspace_id = $1", ws.id)
+    await pool.execute("UPDATE email_queue SET next_retry_at = now() WHERE workspace_id = $1", ws.id)
     await drain(a)
     row = await pool.fetchrow("SELECT * FROM delivery_budget WHERE workspace_id = $1", ws.id)
     assert (row["breaker"], row["consecutive_failures"], row["opened_count"]) == ("closed", 0, 0)

@@ -132,14 +132,30 @@ async def enqueue(conn, key_bytes: bytes, out: Outgoing, provider_kind: str,
 # ---------------------------------------------------------------- claims (5.6 steps 2-3)
 
 # Integrations with due rows, skipping those whose breaker is open or that are throttled. A probe
-# of a half-open breaker, or a dead probe's replacement, shows up once open_until passed.
+# of a half-open breaker, or a dead probe's replacement, shows up once open_until passed. The
+# (workspace, integration) pairs of waiting rows are walked as a skip scan of email_queue_due (one
+# index probe per pair, recursive CTE) rather than a DISTINCT over every waiting row: a broadcast
+# of a million rows costs the loop the same as one message. Rows of a deleted integration are found
+# the same way, and fail at their claim.
 DUE_INTEGRATIONS = f"""
-SELECT DISTINCT q.workspace_id, q.integration_id
-  FROM email_queue q
-  LEFT JOIN delivery_budget b ON b.workspace_id = q.workspace_id AND b.integration_id = q.integration_id
- WHERE q.status IN ('{_P}', '{_F}') AND (q.next_retry_at IS NULL OR q.next_retry_at <= now())
-   AND (b IS NULL OR ((b.throttled_until IS NULL OR b.throttled_until <= now())
+WITH RECURSIVE pairs AS (
+    (SELECT workspace_id, integration_id FROM email_queue WHERE status IN ('{_P}', '{_F}')
+      ORDER BY workspace_id, integration_id LIMIT 1)
+    UNION ALL
+    SELECT n.workspace_id, n.integration_id
+      FROM pairs p, LATERAL (
+           SELECT workspace_id, integration_id FROM email_queue
+            WHERE status IN ('{_P}', '{_F}') AND (workspace_id, integration_id) > (p.workspace_id, p.integration_id)
+            ORDER BY workspace_id, integration_id LIMIT 1) n
+)
+SELECT p.workspace_id, p.integration_id
+  FROM pairs p
+  LEFT JOIN delivery_budget b ON b.workspace_id = p.workspace_id AND b.integration_id = p.integration_id
+ WHERE (b IS NULL OR ((b.throttled_until IS NULL OR b.throttled_until <= now())
                       AND (b.breaker = '{Breaker.CLOSED}' OR b.open_until IS NULL OR b.open_until <= now())))
+   AND EXISTS (SELECT 1 FROM email_queue q
+                WHERE q.workspace_id = p.workspace_id AND q.integration_id = p.integration_id
+                  AND q.status IN ('{_P}', '{_F}') AND q.next_retry_at <= now())
  LIMIT $1
 """
 
@@ -172,8 +188,8 @@ CLAIM_ROWS = f"""
 WITH due AS (
     SELECT id FROM email_queue
      WHERE workspace_id = $1 AND integration_id = $2 AND status IN ('{_P}', '{_F}')
-       AND (next_retry_at IS NULL OR next_retry_at <= now())
-     ORDER BY priority, coalesce(next_retry_at, created_at), created_at
+       AND next_retry_at <= now()
+     ORDER BY priority, next_retry_at, created_at
      LIMIT $3
        FOR UPDATE SKIP LOCKED
 )
@@ -189,7 +205,7 @@ claimed AS (
               q.priority, q.created_at, q.next_retry_at
 )
 -- RETURNING keeps no order: the calls start in claim order, priority first
-SELECT * FROM claimed ORDER BY priority, coalesce(next_retry_at, created_at), created_at
+SELECT * FROM claimed ORDER BY priority, next_retry_at, created_at
 """
 
 
@@ -337,7 +353,7 @@ async def _settle_budgets(conn, results: Sequence[Result], rules: model.Rules) -
 # as an attempt (5.2), and its outcome, should it still arrive, is fenced off by claim_id.
 RECLAIM = f"""
 UPDATE email_queue
-   SET status = '{_F}', claim_id = NULL, lease_expires_at = NULL, next_retry_at = NULL,
+   SET status = '{_F}', claim_id = NULL, lease_expires_at = NULL, next_retry_at = now(),
        last_error = coalesce(last_error, 'lease expired'), updated_at = now()
  WHERE status = '{_PR}' AND lease_expires_at < now()
 """

@@ -91,7 +91,9 @@ CREATE TABLE email_queue (
     throttled        integer NOT NULL DEFAULT 0,
     max_attempts     integer NOT NULL,
     last_error       text,
-    next_retry_at    timestamptz,
+    -- when the row is due: its enqueue time, then each retry's. Never null (Notifuse: null = due
+    -- now), so one btree order serves the claim (priority, due time) and the due probe below.
+    next_retry_at    timestamptz NOT NULL DEFAULT now(),
     claim_id         uuid,
     lease_expires_at timestamptz,
     expires_at       timestamptz NOT NULL,
@@ -100,8 +102,12 @@ CREATE TABLE email_queue (
     PRIMARY KEY (workspace_id, id),
     UNIQUE (workspace_id, message_id)
 );
--- Due rows of an integration in claim order (5.6 step 2-3).
+-- Due rows of an integration in claim order (5.6 step 3), and the walk of integrations with
+-- waiting rows (5.6 step 2).
 CREATE INDEX email_queue_due ON email_queue (workspace_id, integration_id, priority, next_retry_at, created_at)
+    WHERE status IN ('pending', 'failed');
+-- "Has this integration a due row?": one probe for the earliest due time.
+CREATE INDEX email_queue_next ON email_queue (workspace_id, integration_id, next_retry_at)
     WHERE status IN ('pending', 'failed');
 -- The sweep of expired leases.
 CREATE INDEX email_queue_leased ON email_queue (workspace_id, lease_expires_at) WHERE status = 'processing';
