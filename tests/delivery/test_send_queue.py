@@ -301,3 +301,28 @@ async def test_notify_wakes_a_running_loop(ws, pool, dsn, settings):
     stop.set()
     await asyncio.wait_for(task, 5)
     assert (await message(pool, ws.id, mid))["status"] == "sent"
+
+
+async def test_outcomes_are_committed_in_groups(ws, pool, settings, monkeypatch):
+    s = fast(settings)
+    iid = await make_integration(pool, s, ws.id)
+    for i in range(5):
+        await enqueue(pool, s, ws.id, iid, email=f"u{i}@example.com")
+    w = worker(pool, s, Fake())
+    batches = []
+    original = store.complete
+
+    async def counting(pool_, results, rules):
+        batches.append(len(results))
+        await original(pool_, results, rules)
+
+    monkeypatch.setattr(store, "complete", counting)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    for _ in range(100):
+        if not await pool.fetchval("SELECT count(*) FROM email_queue WHERE workspace_id = $1", ws.id):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sum(batches) == 5 and len(batches) == 1        # all five within 100 ms: one transaction
