@@ -326,3 +326,27 @@ async def test_outcomes_are_committed_in_groups(ws, pool, settings, monkeypatch)
     stop.set()
     await asyncio.wait_for(task, 5)
     assert sum(batches) == 5 and len(batches) == 1        # all five within 100 ms: one transaction
+
+
+async def test_a_source_pauses_resumes_and_cancels(ws, pool, settings):
+    s = fast(settings)
+    iid = await make_integration(pool, s, ws.id)
+    ids = [await enqueue(pool, s, ws.id, iid, email=f"u{i}@example.com", source=Source.BROADCAST, source_id="b1")
+           for i in range(3)]
+    other = await enqueue(pool, s, ws.id, iid, email="t@example.com")
+    fake = Fake()
+    w = worker(pool, s, fake)
+    async with pool.acquire() as conn:
+        assert await store.pause_source(conn, ws.id, Source.BROADCAST, "b1") == 3
+    await w.run_once()
+    assert [c.message.message_id for c in fake.calls] == [other]   # paused rows are not claimed
+    async with pool.acquire() as conn:
+        assert await store.source_counts(conn, ws.id, Source.BROADCAST, "b1") == {"queued": 3, "sent": 0, "failed": 0}
+        assert await store.resume_source(conn, ws.id, Source.BROADCAST, "b1") == 3
+    fake.plan.append(Step(delay=0.0))
+    w.concurrency = 1
+    assert await w.run_once() == 1
+    async with pool.acquire() as conn:
+        assert await store.cancel_source(conn, ws.id, Source.BROADCAST, "b1") == 2
+        assert await store.source_counts(conn, ws.id, Source.BROADCAST, "b1") == {"queued": 0, "sent": 1, "failed": 0}
+    assert sum([await message(pool, ws.id, i) is None for i in ids]) == 2

@@ -360,7 +360,73 @@ UPDATE email_queue
 
 
 async def reclaim(pool) -> int:
-    return int((await pool.execute(RECLAIM)).split()[-1])
+    return _count(await pool.execute(RECLAIM))
+
+
+# ---------------------------------------------------------------- a source's rows (5.2)
+
+_PA = QueueState.PAUSED.value
+
+# Rows in flight finish as they are; only waiting rows stop.
+PAUSE_SOURCE = f"""
+UPDATE email_queue SET status = '{_PA}', updated_at = now()
+ WHERE workspace_id = $1 AND source_type = $2 AND source_id = $3 AND status IN ('{_P}', '{_F}')
+"""
+
+RESUME_SOURCE = f"""
+UPDATE email_queue SET status = '{_P}', next_retry_at = now(), updated_at = now()
+ WHERE workspace_id = $1 AND source_type = $2 AND source_id = $3 AND status = '{_PA}'
+"""
+
+# A cancelled message was never sent: its queue row and its queued history row go together.
+CANCEL_SOURCE = f"""
+WITH gone AS (
+    DELETE FROM email_queue
+     WHERE workspace_id = $1 AND source_type = $2 AND source_id = $3 AND status IN ('{_P}', '{_F}', '{_PA}')
+    RETURNING message_id
+)
+DELETE FROM message_history m USING gone
+ WHERE m.workspace_id = $1 AND m.id = gone.message_id AND m.status = '{Status.QUEUED}'
+"""
+
+SOURCE_COUNTS = f"""
+SELECT count(*) FILTER (WHERE status = '{Status.QUEUED}') AS queued,
+       count(*) FILTER (WHERE status = '{Status.SENT}') AS sent,
+       count(*) FILTER (WHERE status = '{Status.FAILED}') AS failed
+  FROM message_history
+ WHERE workspace_id = $1 AND CASE $2::text WHEN 'broadcast' THEN broadcast_id
+                                           WHEN 'automation' THEN automation_id
+                                           WHEN 'transactional' THEN transactional_notification_id
+                                           ELSE list_id END = $3
+"""
+
+
+def _count(status: str) -> int:
+    return int(status.split()[-1])
+
+
+async def pause_source(conn, workspace_id: str, source_type: model.Source, source_id: str) -> int:
+    """Stops the source's waiting rows (a broadcast paused); returns how many."""
+    return _count(await conn.execute(PAUSE_SOURCE, workspace_id, source_type.value, source_id))
+
+
+async def resume_source(conn, workspace_id: str, source_type: model.Source, source_id: str) -> int:
+    """Makes the source's paused rows due now and wakes the send loops; returns how many."""
+    async with conn.transaction():
+        n = _count(await conn.execute(RESUME_SOURCE, workspace_id, source_type.value, source_id))
+        if n:
+            await conn.execute(NOTIFY)
+    return n
+
+
+async def cancel_source(conn, workspace_id: str, source_type: model.Source, source_id: str) -> int:
+    """Deletes the source's rows not in flight with their queued messages; returns how many messages."""
+    return _count(await conn.execute(CANCEL_SOURCE, workspace_id, source_type.value, source_id))
+
+
+async def source_counts(conn, workspace_id: str, source_type: model.Source, source_id: str) -> dict:
+    """queued / sent / failed messages of a source (a broadcast is complete when none is queued)."""
+    return dict(await conn.fetchrow(SOURCE_COUNTS, workspace_id, source_type.value, source_id))
 
 
 async def attachments(pool, workspace_id: str, checksums: Sequence[str]) -> dict[str, bytes]:
