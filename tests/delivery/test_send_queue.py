@@ -244,6 +244,12 @@ def test_bucket_and_breaker_rules():
     # other classes neither count nor reset
     mixed = model.after_outcomes(b, [failure, model.Outcome("failed", cls="recipient"), failure], t0, rules)
     assert mixed.breaker == "open"
+    # a probe answered by throttling waits for Retry-After, then probes again (not a lease later)
+    throttled = model.Outcome("retry", cls="throttled", retry_after=5.0)
+    after = model.after_outcomes(probing, [throttled], t0 + dt.timedelta(seconds=62), rules)
+    assert (after.breaker, after.throttled_until) == ("open", t0 + dt.timedelta(seconds=67))
+    assert model.plan_claim(after, t0 + dt.timedelta(seconds=66), 600, 9) == 0
+    assert model.plan_claim(after, t0 + dt.timedelta(seconds=68), 600, 9) == 1
 
 
 async def test_lease_expiry_reclaims_and_a_late_outcome_changes_nothing(ws, pool, settings):

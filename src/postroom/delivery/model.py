@@ -202,12 +202,13 @@ def after_outcomes(budget: Budget, outcomes: list[Outcome], now: _dt.datetime, r
                 b.open_until = now + _dt.timedelta(seconds=cooldown(b.opened_count, rules))
                 b.opened_count += 1
                 b.breaker = Breaker.OPEN
-        elif o.cls == "throttled":
-            until = now + _dt.timedelta(seconds=o.retry_after or 0.0)
-            if b.throttled_until is None or until > b.throttled_until:
-                b.throttled_until = until
-        elif b.breaker == Breaker.HALF_OPEN:
-            b.breaker, b.open_until = Breaker.OPEN, now
+        else:
+            if o.cls == "throttled":
+                until = now + _dt.timedelta(seconds=o.retry_after or 0.0)
+                if b.throttled_until is None or until > b.throttled_until:
+                    b.throttled_until = until
+            if b.breaker == Breaker.HALF_OPEN:   # the probe said nothing about an outage: probe again
+                b.breaker, b.open_until = Breaker.OPEN, now
     return b
 
 
