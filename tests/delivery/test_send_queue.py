@@ -5,6 +5,7 @@ outbox events and timeline entries."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -356,3 +357,28 @@ async def test_a_source_pauses_resumes_and_cancels(ws, pool, settings):
         assert await store.cancel_source(conn, ws.id, Source.BROADCAST, "b1") == 2
         assert await store.source_counts(conn, ws.id, Source.BROADCAST, "b1") == {"queued": 0, "sent": 1, "failed": 0}
     assert sum([await message(pool, ws.id, i) is None for i in ids]) == 2
+
+
+async def test_an_outage_costs_five_calls_then_probes_and_loses_nothing(ws, pool, settings):
+    """Contract check 50, scaled down: one call at a time, the provider down for a while."""
+    s = fast(settings, delivery_retry_base=0.02, delivery_breaker_cooldown=0.3, delivery_max_attempts=8)
+    iid = await make_integration(pool, s, ws.id, concurrency=1)
+    ids = [await enqueue(pool, s, ws.id, iid, email=f"u{i}@example.com") for i in range(10)]
+    fake = Fake(default=Step("provider", "fake: HTTP 500"))
+    w = worker(pool, s, fake)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    await asyncio.sleep(1.2)
+    fake.default = Step()                                          # the provider recovers
+    recovered = time.monotonic()
+    for _ in range(300):
+        if not await pool.fetchval("SELECT count(*) FROM email_queue WHERE workspace_id = $1", ws.id):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    during = [c.at for c in fake.calls if c.at < recovered]
+    gaps = [b - a for a, b in zip(during[4:], during[5:])]
+    assert len(during) >= 6 and gaps and all(g >= 0.29 for g in gaps), gaps  # five calls, then one probe a cooldown
+    assert gaps == sorted(gaps) or len(gaps) == 1                 # growing gaps: the cooldown doubles
+    assert [(await message(pool, ws.id, i))["status"] for i in ids] == ["sent"] * 10

@@ -53,6 +53,11 @@ class SendWorker(queue.Worker):
     flush_delay = 0.1
     flush_max = 200
 
+    def urgent(self, result: store.Result) -> bool:
+        """A provider failure or a throttled answer is recorded before the next claim: the breaker
+        and the throttle must stop the claims that would follow it, not 100 ms of them."""
+        return result.outcome.cls in ("provider", "throttled")
+
     def __init__(self, pool, settings, provider_factory: ProviderFactory | None = None,
                  context: Context | None = None):
         super().__init__(pool, concurrency=settings.delivery_concurrency,

@@ -89,8 +89,15 @@ class Worker(abc.ABC):
             return
         if not self.results:
             self._oldest_result = time.monotonic()
+        if self.urgent(result):
+            self._oldest_result = float("-inf")     # record this batch at the next pass
         self.results.append(result)
         self.wake.set()  # a slot is free: the loop claims again, and records once the batch is due
+
+    def urgent(self, result) -> bool:
+        """A result the next claim must see recorded (a queue whose claims read what its results
+        change); it ends the grouping of `flush_delay` for its batch."""
+        return False
 
     def _flush_wait(self) -> float:
         """Seconds until the finished results are due to be recorded (<= 0: now)."""
