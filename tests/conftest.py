@@ -102,8 +102,10 @@ async def pool(dsn):
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory):
+    # delivery_fake_provider: integrations of kind `fake` (the in-memory provider) are accepted
     return Settings(database_url="postgresql://unused", data_dir=tmp_path_factory.mktemp("data"),
-                    secret_key=SECRET, root_email=ROOT_EMAIL, max_body_bytes=1024 * 1024)
+                    secret_key=SECRET, root_email=ROOT_EMAIL, max_body_bytes=1024 * 1024,
+                    delivery_fake_provider=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from postroom import workers as background
 from postroom.auth import api as auth_api, model as auth_model
 from postroom.auth.capability import CAPABILITY as AUTH
 from postroom.contacts.capability import CAPABILITY as CONTACTS
+from postroom.delivery.capability import CAPABILITY as DELIVERY
 from postroom.lists.capability import CAPABILITY as LISTS
 from postroom.platform import db, observability, openapi
 from postroom.platform.capability import Capability
@@ -32,7 +33,8 @@ PLATFORM = Capability(
             Route("/metrics", observability.metrics_handler(auth_model.bearer_token), methods=None)])
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
-CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, PLATFORM)
+CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, DELIVERY,
+                                        PLATFORM)
 
 
 def document() -> dict:

@@ -65,7 +65,8 @@ async def test_workspace_create_list_get(client, pool):
     listed = r.json()
     assert isinstance(listed, list)  # a bare array, as the Zapier connection test reads it
     assert "acme_corp-1" in [w["id"] for w in listed]
-    assert set(listed[0]) == {"id", "name", "settings", "created_at", "updated_at"}
+    # integrations[]: the email providers, secrets masked (delivery-contract 1.1, 1.3)
+    assert set(listed[0]) == {"id", "name", "settings", "created_at", "updated_at", "integrations"}
 
     r = await client.get("/api/workspaces.get", headers=headers, params={"id": "acme_corp-1"})
     assert r.status_code == 200 and r.json()["workspace"]["name"] == "Acme"

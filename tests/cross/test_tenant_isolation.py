@@ -39,6 +39,8 @@ import httpx
 
 from postroom.app import CAPABILITIES, build_api
 from postroom.templates import store as templates_store
+from postroom.delivery import store as delivery_store
+from postroom.delivery.model import Outgoing, Source
 from postroom.webhooks import delivery
 
 from helpers import snapshot
@@ -71,6 +73,9 @@ class Tenant:
     template: str = ""         # a web template's id
     block_id: str = ""         # a template block
     confirm: dict = dataclasses.field(default_factory=dict)  # a real confirmation link's parameters
+    integration_id: str = ""   # an email integration (kind fake)
+    message_id: str = ""       # a queued broadcast message
+    broadcast_id: str = ""
     markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
 
     @property
@@ -131,12 +136,26 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
                          block_name=f"{tag} block {x}", block_text=f"{tag}blocktext{x}")
     await ok(await client.post("/api/templates.create", headers=h, json=web_template(
         w, t.template, secret_values["template_name"], secret_values["template_html"])), 201)
-    async with pool.acquire() as conn:  # as templateBlocks.create stores it (its check needs the render engine)
+    async with pool.acquire() as conn:  # as templateBlocks.create stores it 
         block = await templates_store.create_block(conn, w, secret_values["block_name"], section(secret_values["block_text"]))
     t.block_id = str(block["id"])
+    integration = await ok(await client.post("/api/workspaces.createIntegration", headers=h, json={
+        "workspace_id": w, "name": secret_values["list_name"] + " relay", "type": "email", "provider": {
+            "kind": "fake", "fake": {"api_key": f"{tag}apikey{x}", "label": f"{tag}label{x}"},
+            "senders": [{"email": f"noreply@{tag}.example", "name": f"{tag} sender {x}"}],
+            "rate_limit_per_minute": 60}}), 201)
+    t.integration_id, t.broadcast_id = integration["integration_id"], f"{tag}_bcast_{x}"
+    async with pool.acquire() as conn:
+        t.message_id, _ = await delivery_store.enqueue(conn, ws._settings.key_bytes, Outgoing(
+            workspace_id=w, integration_id=t.integration_id, contact_email=t.own_email,
+            from_address=f"noreply@{tag}.example", from_name="x", subject=f"{tag} subject {x}", html="<p>x</p>",
+            template_id=f"{tag}_tpl_{x}", template_version=1, source_type=Source.BROADCAST,
+            source_id=t.broadcast_id, external_id=f"{tag}-msg-ext-{x}", data={"code": f"{tag}code{x}"}), "fake")
     t.markers = [t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
-                 t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, *secret_values.values()]
+                 t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, t.integration_id,
+                 t.message_id, t.broadcast_id, f"{tag}apikey{x}", f"{tag}label{x}", f"{tag}-msg-ext-{x}",
+                 f"{tag}code{x}", f"{tag}_tpl_{x}", *secret_values.values()]
     return t
 
 
@@ -485,6 +504,37 @@ def public_cases(path: str, c: Ctx) -> list[Probe]:
     ]
 
 
+def delivery_cases(path: str, c: Ctx) -> list[Probe]:
+    w, b = c.a.id, c.b
+    ghost_integration = "00000000-0000-4000-8000-00000000beef"
+    name = path.rpartition(".")[2]
+    if name in ("updateIntegration", "deleteIntegration"):
+        body = {"workspace_id": w, "integration_id": b.integration_id}
+        if name == "updateIntegration":
+            body["name"] = "mine"
+        return [Probe(body=body, swap={b.integration_id: ghost_integration}, status=404)]
+    return {
+        "list": [
+            Probe(params={"workspace_id": w}, check=only_a(
+                "SELECT id FROM message_history WHERE workspace_id = $1", lambda j: [m["id"] for m in j["messages"]])),
+            Probe(params={"workspace_id": w, "id": b.message_id}, swap={b.message_id: "ghost-message"}, status=200),
+            Probe(params={"workspace_id": w, "broadcast_id": b.broadcast_id}, swap={b.broadcast_id: "ghost_b"},
+                  status=200),
+            Probe(params={"workspace_id": w, "contact_email": b.own_email}, swap=c.email(), status=200),
+        ],
+        "broadcastStats": [Probe(params={"workspace_id": w, "broadcast_id": b.broadcast_id},
+                                 swap={b.broadcast_id: "ghost_b"}, status=200)],
+        "testProvider": [
+            Probe(body={"workspace_id": w, "to": "t@a.example", "integration_id": b.integration_id, "provider": {
+                "kind": "fake", "fake": {"api_key": "********"}, "senders": [{"email": "a@a.example", "name": "A"}],
+                "rate_limit_per_minute": 60}}, swap={b.integration_id: ghost_integration}, status=404),
+        ],
+        "createIntegration": [Probe(body={"workspace_id": w, "name": "mine", "type": "email", "provider": {
+            "kind": "fake", "fake": {"api_key": "mine"}, "senders": [{"email": "a@a.example", "name": "A"}],
+            "rate_limit_per_minute": 60}}, status=201, late=True)],
+    }[name]
+
+
 # Every /api path and public route -> its requests. A path missing here fails the walk.
 CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
@@ -504,6 +554,9 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
         "templates.list", "templates.get", "templates.create", "templates.update", "templates.delete",
         "templates.compile", "templateBlocks.list", "templateBlocks.get", "templateBlocks.create",
         "templateBlocks.update", "templateBlocks.delete")},
+    **{p: delivery_cases for p in ("/api/messages.list", "/api/messages.broadcastStats",
+                                   "/api/workspaces.createIntegration", "/api/workspaces.updateIntegration",
+                                   "/api/workspaces.deleteIntegration", "/api/email.testProvider")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

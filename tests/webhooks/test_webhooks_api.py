@@ -34,7 +34,8 @@ async def test_event_types(client, ws):
     r = await client.get(API + "eventTypes", headers=ws.headers)
     assert r.status_code == 200
     types = r.json()["event_types"]
-    assert len(types) == 23 and types[0] == "contact.created" and "custom_event.deleted" in types
+    assert len(types) == 24 and types[0] == "contact.created" and "custom_event.deleted" in types
+    assert "email.failed" in types   # final send failures (delivery-contract 4.5)
     assert "list.removed" in types and "email.unsubscribed" in types
 
 

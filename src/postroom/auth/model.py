@@ -16,6 +16,8 @@ RESOURCES = (
     "contacts", "lists", "templates", "broadcasts", "transactional",
     "workspace", "message_history", "webhooks",
 )
+# How a 403 names a resource where the contract words it differently from the permission key.
+LABELS = {"message_history": "message history"}
 API_KEY_TTL = 10 * 365 * 24 * 3600      # API keys are long-lived; revoke by deleting the key
 SESSION_TTL = 30 * 24 * 3600
 ROOT_SIGNIN_SKEW = 60
@@ -113,7 +115,7 @@ def permission_error(membership: Membership, resource: str | None, write: bool) 
     grant = membership.permissions.get(resource) or {}
     if grant.get("write" if write else "read"):
         return None
-    return f"Insufficient permissions: {'write' if write else 'read'} access to {resource} required"
+    return f"Insufficient permissions: {'write' if write else 'read'} access to {LABELS.get(resource, resource)} required"
 
 
 def root_signature(secret: str, email: str, timestamp: int) -> str:

@@ -63,6 +63,25 @@ def _seconds_list_env(name: str, default: tuple[float, ...]) -> tuple[float, ...
     return tuple(steps)
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration_env(name: str, default: float) -> float:
+    """Seconds from a duration such as "50ms", "1s", "5m" or a bare number of seconds."""
+    raw = _env(name)
+    if raw is None:
+        return default
+    text = raw.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h") if text.endswith(u)), "")
+    try:
+        value = float(text[:len(text) - len(unit)]) * _UNITS.get(unit, 1.0)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a positive duration such as 50ms, 1s or 5m, got {raw!r}")
+    return value
+
+
 # Standard Webhooks' suggested ladder: 30 s, 1 min, 2 min, 5 min, 15 min, 30 min, 1 h, 2 h, 6 h, 24 h.
 WEBHOOK_RETRY_SCHEDULE = (30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 
@@ -96,6 +115,15 @@ class Settings:
     webhook_subscription_concurrency: int = 32    # attempts in flight per subscription (2 while failing)
     webhook_poll_interval: float = 0.2            # seconds between polls when nothing wakes the workers
     webhook_lease_grace: float = 20.0             # a claim expires this long after the attempt's timeout
+    # the send queue (postroom.delivery, delivery-contract 5.8); durations in seconds
+    delivery_poll_interval: float = 1.0           # fallback poll when no NOTIFY wakes the loop
+    delivery_retry_base: float = 30.0             # backoff base (tests use milliseconds)
+    delivery_max_attempts: int = 8                # counted failures before giving up
+    delivery_breaker_threshold: int = 5           # consecutive provider failures that open the breaker
+    delivery_breaker_cooldown: float = 60.0       # first open period
+    delivery_lease: float = 300.0                 # claim lease: longer than the 120 s bound of a send
+    delivery_concurrency: int = 256               # provider calls in flight per worker process, all integrations
+    delivery_fake_provider: bool = False          # accept kind "fake" (tests and benches only)
     # GET /metrics asks for `Authorization: Bearer <metrics_token>` when this is set
     metrics_token: str | None = None
 
@@ -119,6 +147,13 @@ class Settings:
             webhook_poll_interval=_float_env("POSTROOM_WEBHOOK_POLL_INTERVAL", 0.2),
             webhook_lease_grace=_float_env("POSTROOM_WEBHOOK_LEASE_GRACE", 20.0),
             metrics_token=_env("POSTROOM_METRICS_TOKEN"),
+            delivery_poll_interval=_duration_env("POSTROOM_DELIVERY_POLL_INTERVAL", 1.0),
+            delivery_retry_base=_duration_env("POSTROOM_DELIVERY_RETRY_BASE", 30.0),
+            delivery_max_attempts=_int_env("POSTROOM_DELIVERY_MAX_ATTEMPTS", 8),
+            delivery_breaker_threshold=_int_env("POSTROOM_DELIVERY_BREAKER_THRESHOLD", 5),
+            delivery_breaker_cooldown=_duration_env("POSTROOM_DELIVERY_BREAKER_COOLDOWN", 60.0),
+            delivery_lease=_duration_env("POSTROOM_DELIVERY_LEASE", 300.0),
+            delivery_concurrency=_int_env("POSTROOM_DELIVERY_CONCURRENCY", 256),
         )
 
     def ensure_secret_key(self) -> str:

@@ -12,7 +12,7 @@ A queue subclasses `Worker` and supplies the four steps with its own SQL; this m
 and records them (graceful stop); cancelling it stops at once (forced stop: what was in flight is
 reclaimed after its lease). Side tasks of the loop: the reclaim, once a second; the LISTEN on the
 queue's channel, which wakes it as soon as work is queued (it polls meanwhile); the flush of
-finished results before each claim. `run_once()` is one bounded pass, for tests and tools.
+finished results before each claim (grouped by `flush_delay` / `flush_max` where a queue asks). `run_once()` is one bounded pass, for tests and tools.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ class Worker(abc.ABC):
     name = "queue"                                  # in log lines
     log = logging.getLogger("postroom.queue")
     reclaim_every = 1.0                             # seconds between two reclaims in `run`
+    # Group commit in `run`: finished results wait up to `flush_delay` seconds, or until there are
+    # `flush_max`, and are recorded in one `complete`. 0: each pass records what has finished.
+    flush_delay = 0.0
+    flush_max = 1
 
     def __init__(self, pool, *, concurrency: int, poll_interval: float, attempt_timeout: float,
                  channel: str | None = None):
@@ -50,6 +54,7 @@ class Worker(abc.ABC):
         self.in_flight: set[asyncio.Task] = set()
         self.results: list = []
         self.wake = asyncio.Event()
+        self._oldest_result = 0.0                   # monotonic time the oldest unrecorded result arrived
 
     # ------------------------------------------------------------ the queue's steps
 
@@ -82,8 +87,23 @@ class Worker(abc.ABC):
         except Exception:
             self.log.exception("%s attempt raised; its claim comes back after its lease", self.name)
             return
+        if not self.results:
+            self._oldest_result = time.monotonic()
+        if self.urgent(result):
+            self._oldest_result = float("-inf")     # record this batch at the next pass
         self.results.append(result)
-        self.wake.set()
+        self.wake.set()  # a slot is free: the loop claims again, and records once the batch is due
+
+    def urgent(self, result) -> bool:
+        """A result the next claim must see recorded (a queue whose claims read what its results
+        change); it ends the grouping of `flush_delay` for its batch."""
+        return False
+
+    def _flush_wait(self) -> float:
+        """Seconds until the finished results are due to be recorded (<= 0: now)."""
+        if not self.results or len(self.results) >= self.flush_max:
+            return 0.0
+        return self._oldest_result + self.flush_delay - time.monotonic()
 
     async def flush(self) -> int:
         """Records the finished results; returns how many."""
@@ -144,9 +164,10 @@ class Worker(abc.ABC):
                     # Every finished attempt is recorded before claiming: a claim may count the jobs
                     # still in flight against a bound (webhooks: a subscription's concurrency), and a
                     # result that arrived during the previous flush would otherwise hold a slot a round longer.
-                    for _ in range(4):
-                        if not await self.flush():
-                            break
+                    if self._flush_wait() <= 0:
+                        for _ in range(4):
+                            if not await self.flush():
+                                break
                     if time.monotonic() >= next_reclaim:
                         next_reclaim = time.monotonic() + self.reclaim_every
                         reclaimed = await self.reclaim()
@@ -169,8 +190,10 @@ class Worker(abc.ABC):
                 waker = asyncio.ensure_future(self.wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
                 try:
-                    await asyncio.wait({waker, stopper}, timeout=self.poll_interval,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    timeout = self.poll_interval
+                    if self.results:
+                        timeout = min(timeout, max(self._flush_wait(), 0.0))
+                    await asyncio.wait({waker, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     waker.cancel()
                     stopper.cancel()

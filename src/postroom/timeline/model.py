@@ -23,7 +23,11 @@ _DELETES = ("deleted", "removed")
 
 def operation_of(kind: str) -> str:
     """`contact.created`/`list.subscribed` -> insert, `*.deleted`/`list.removed` -> delete,
-    every other change of state (updated, unsubscribed, bounced, confirmed...) -> update."""
+    every other change of state (updated, unsubscribed, bounced, confirmed...) -> update. Kinds in
+    Notifuse's `<operation>_<entity>` form (the message history's `insert_message_history`) say
+    their operation first."""
+    if "." not in kind and kind.partition("_")[0] in ("insert", "update", "delete"):
+        return kind.partition("_")[0]
     verb = kind.rpartition(".")[2]
     if verb in _INSERTS:
         return "insert"

@@ -20,7 +20,7 @@ EVENT_TYPES = (
     "list.subscribed", "list.unsubscribed", "list.confirmed", "list.resubscribed",
     "list.bounced", "list.complained", "list.pending", "list.removed",
     "segment.joined", "segment.left",
-    "email.sent", "email.delivered", "email.opened", "email.clicked", "email.bounced",
+    "email.sent", "email.failed", "email.delivered", "email.opened", "email.clicked", "email.bounced",
     "email.complained", "email.unsubscribed",
     "custom_event.created", "custom_event.updated", "custom_event.deleted",
 )

@@ -20,7 +20,9 @@ from postroom.platform.capability import Loop
 # 2 ms to over 100 ms and deliveries fell behind. So their sessions plan every execution afresh;
 # planning costs a fraction of a millisecond, and the API's own sessions are unaffected.
 SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
-POOL_MAX = 6  # the dispatcher, the wake-up listener, the delivery loop, with room for a pass of each
+# webhooks: the dispatcher, the wake-up listener, the delivery loop; delivery: its listener, its
+# claims and commits, attachment reads of its sends; with room for a pass of each
+POOL_MAX = 10
 
 
 async def start(state, loops: Sequence[Loop]) -> list[asyncio.Task]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from postroom.auth import api as auth_api, model as auth_model, store as auth_store
+from postroom.delivery import integrations as delivery_integrations, store as delivery_store
 from postroom.platform.http import Call, Endpoint, workspace_from
 from postroom.platform.errors import RuleError
 from postroom.templates import model as templates_model, store as templates_store
@@ -10,9 +11,15 @@ from postroom.workspaces import model, store
 
 
 async def _wire(conn, rows) -> list[dict]:
-    """Workspace objects with their template blocks (templates contract 2.7), one query for all."""
+    """Workspace objects with their template blocks (templates contract 2.7, one query for all) and
+    their email integrations, secrets masked (delivery-contract 1.3)."""
     blocks = await templates_store.blocks_of(conn, [r["id"] for r in rows])
-    return [model.to_wire(r, [templates_model.block_wire(b) for b in blocks.get(r["id"], ())]) for r in rows]
+    out = []
+    for row in rows:
+        integrations = await delivery_store.list_integrations(conn, row["id"])
+        out.append({**model.to_wire(row, [templates_model.block_wire(b) for b in blocks.get(row["id"], ())]),
+                    "integrations": [delivery_integrations.wire(i) for i in integrations]})
+    return out
 
 
 async def list_workspaces(call: Call):

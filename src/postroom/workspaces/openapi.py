@@ -7,7 +7,7 @@ from postroom.platform.openapi import STRING, TIME, WORKSPACE_ID_SCHEMA, Op, arr
 SCHEMAS = {
     "Workspace": obj(
         {"id": WORKSPACE_ID_SCHEMA, "name": STRING, "settings": {"type": "object"}, "created_at": TIME,
-         "updated_at": TIME},
+         "updated_at": TIME, "integrations": array(ref("EmailIntegration"))},
         ["id", "name", "settings", "created_at", "updated_at"]),
 }
 

@@ -8,9 +8,12 @@ building and its error classification. Each exposes a class with
     async send(message: Message) -> Sent       # raises SendFailed with a class of CLASSES
     async aclose() -> None
 
-built as `Provider(settings, context)`; `context` holds what one process shares between
-providers (the HTTP client, the test hook's base URLs). The send queue's worker calls `send`;
-nothing here touches the database.
+built by the module's `connect(settings, context, integration_id=None, concurrency=None)`;
+`context` holds what one process shares between providers (the HTTP client, the test hook's base
+URLs), `integration_id` is the integration the provider sends for (SES names its configuration
+set after it; None for an unsaved configuration under test), and `concurrency` is the
+integration's `max_concurrency` (the SMTP connection pool's size). The send queue's worker calls
+`send`; nothing here touches the database.
 """
 
 from __future__ import annotations

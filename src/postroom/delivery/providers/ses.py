@@ -205,6 +205,11 @@ def configuration_sets(root: ET.Element) -> tuple[set[str], str]:
 # ---------------------------------------------------------------- the provider
 
 
+def connect(settings: Settings, context: Context, integration_id: str | None = None,
+            concurrency: int | None = None) -> "SesProvider":
+    return SesProvider(settings, context, integration_id)
+
+
 class SesProvider:
     def __init__(self, settings: Settings, context: Context, integration_id: str | None = None, *,
                  clock=time.monotonic):

@@ -362,6 +362,12 @@ def default_tls_context() -> ssl.SSLContext:
 # ---------------------------------------------------------------- the provider
 
 
+def connect(settings: Settings, context: Context, integration_id: str | None = None,
+            concurrency: int | None = None) -> "SmtpProvider":
+    """One kept-open connection per call in flight: the pool is the integration's concurrency."""
+    return SmtpProvider(settings, context, max_connections=concurrency or DEFAULT_CONNECTIONS)
+
+
 class SmtpProvider:
     def __init__(self, settings: Settings, context: Context, *, max_connections: int = DEFAULT_CONNECTIONS,
                  tls_context: ssl.SSLContext | None = None, tokens: Tokens = TOKENS):

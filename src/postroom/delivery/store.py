@@ -1,0 +1,583 @@
+"""SQL of delivery: the message history, the send queue with its shared budgets, attachments and
+email integrations. Rules come from delivery/model.py and delivery/integrations.py; this module
+only reads and writes.
+
+Every write of a message change writes its timeline entry and its outbox event in the same
+transaction (4.5), through the timeline's and the outbox's own insert_sql.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from postroom.delivery import integrations, model
+from postroom.delivery.model import Breaker, Budget, Outcome, Outgoing, QueueState, Status
+from postroom.events import store as events
+from postroom.platform import secrets as sealing
+from postroom.timeline import store as timeline
+from postroom.workspaces import secrets as ws_secrets
+
+CHANNEL = "postroom_delivery"          # NOTIFY channel: work was queued
+MESSAGE_DATA_SECRET = "message_data"   # the workspace secret that seals message_data (1.4)
+ENTITY = "message_history"
+
+_P, _PR, _F = QueueState.PENDING.value, QueueState.PROCESSING.value, QueueState.FAILED.value
+
+
+def _data_context(workspace_id: str, message_id: str) -> bytes:
+    return f"message_data:{workspace_id}:{message_id}".encode()
+
+
+async def message_key(conn, workspace_id: str, key_bytes: bytes, create: bool = True) -> bytes | None:
+    return await ws_secrets.workspace_secret(conn, workspace_id, key_bytes, MESSAGE_DATA_SECRET, create)
+
+
+def seal_data(key: bytes, workspace_id: str, message_id: str, data: dict, metadata: dict | None) -> bytes:
+    body = {"data": data or {}}
+    if metadata:
+        body["metadata"] = metadata
+    return sealing.encrypt(key, json.dumps(body, separators=(",", ":")).encode(), _data_context(workspace_id, message_id))
+
+
+def open_data(key: bytes | None, workspace_id: str, message_id: str, blob) -> dict:
+    if blob is None or key is None:
+        return {"data": {}}
+    return json.loads(sealing.decrypt(key, blob, _data_context(workspace_id, message_id)))
+
+
+# ---------------------------------------------------------------- enqueue
+
+PUT_ATTACHMENTS = """
+INSERT INTO message_attachments (workspace_id, sha256, content)
+SELECT $1, s, c FROM unnest($2::text[], $3::bytea[]) AS a(s, c)
+ON CONFLICT (workspace_id, sha256) DO NOTHING
+"""
+
+GET_ATTACHMENTS = "SELECT sha256, content FROM message_attachments WHERE workspace_id = $1 AND sha256 = ANY($2::text[])"
+
+MESSAGE_COLUMNS = """id, external_id, contact_email, broadcast_id, automation_id, transactional_notification_id,
+       list_id, template_id, template_version, channel, status, status_info, message_data, channel_options,
+       attachments, attempts, provider_message_id, sent_at, delivered_at, failed_at, opened_at, clicked_at,
+       bounced_at, complained_at, unsubscribed_at, created_at, updated_at"""
+
+INSERT_MESSAGE = f"""
+INSERT INTO message_history (workspace_id, id, external_id, contact_email, broadcast_id, automation_id,
+                             transactional_notification_id, list_id, template_id, template_version, channel,
+                             message_data, channel_options, attachments, integration_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (workspace_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+MESSAGE_BY_EXTERNAL_ID = "SELECT id FROM message_history WHERE workspace_id = $1 AND external_id = $2"
+
+INSERT_TIMELINE = timeline.insert_sql("VALUES ($1, $2, $3, $4, $5, $6)")
+
+INSERT_QUEUE = """
+INSERT INTO email_queue (workspace_id, priority, source_type, source_id, integration_id, provider_kind,
+                         contact_email, message_id, template_id, payload, max_attempts, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + $12::interval)
+"""
+
+NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
+
+
+def checksum(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+async def put_attachments(conn, workspace_id: str, contents: Sequence[bytes]) -> list[str]:
+    """Stores attachment bytes once per checksum; returns the checksums in order."""
+    sums = [checksum(c) for c in contents]
+    if contents:
+        await conn.execute(PUT_ATTACHMENTS, workspace_id, sums, list(contents))
+    return sums
+
+
+async def enqueue(conn, key_bytes: bytes, out: Outgoing, provider_kind: str,
+                  max_attempts: int = model.Rules.max_attempts) -> tuple[str, bool]:
+    """Records `out` in the message history (status queued, timeline entry insert_message_history)
+    and the send queue, in the caller's transaction (a savepoint inside it; a transaction of its
+    own when the caller has none), and wakes the send loops at commit. Returns (message id, created):
+    with an external id already recorded, nothing is written and that message's id comes back."""
+    message_id = out.message_id or str(uuid.uuid4())
+    async with conn.transaction():
+        key = await message_key(conn, out.workspace_id, key_bytes)
+        stored = [a.content for a in out.attachments if a.content is not None]
+        await put_attachments(conn, out.workspace_id, stored)
+        sources = out.source_columns()
+        row = await conn.fetchrow(
+            INSERT_MESSAGE, out.workspace_id, message_id, out.external_id, out.contact_email,
+            sources["broadcast_id"], sources["automation_id"], sources["transactional_notification_id"],
+            out.list_id, out.template_id, out.template_version, out.channel,
+            seal_data(key, out.workspace_id, message_id, out.data, out.metadata), out.channel_options,
+            [a.ref() for a in out.attachments] or None, out.integration_id)
+        if row is None:
+            return await conn.fetchval(MESSAGE_BY_EXTERNAL_ID, out.workspace_id, out.external_id), False
+        await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "insert_message_history", ENTITY,
+                           message_id, model.insert_changes(row))
+        priority = out.priority if out.priority is not None else model.PRIORITY[out.source_type]
+        await conn.execute(INSERT_QUEUE, out.workspace_id, priority, out.source_type.value, out.source_id,
+                           out.integration_id, provider_kind, out.contact_email, message_id, out.template_id,
+                           out.payload(), max_attempts, model.EXPIRY[out.source_type])
+        await conn.execute(NOTIFY)
+    return message_id, True
+
+
+# ---------------------------------------------------------------- claims (5.6 steps 2-3)
+
+# Integrations with due rows, skipping those whose breaker is open or that are throttled. A probe
+# of a half-open breaker, or a dead probe's replacement, shows up once open_until passed. The
+# (workspace, integration) pairs of waiting rows are walked as a skip scan of email_queue_due (one
+# index probe per pair, recursive CTE) rather than a DISTINCT over every waiting row: a broadcast
+# of a million rows costs the loop the same as one message. Rows of a deleted integration are found
+# the same way, and fail at their claim.
+DUE_INTEGRATIONS = f"""
+WITH RECURSIVE pairs AS (
+    (SELECT workspace_id, integration_id FROM email_queue WHERE status IN ('{_P}', '{_F}')
+      ORDER BY workspace_id, integration_id LIMIT 1)
+    UNION ALL
+    SELECT n.workspace_id, n.integration_id
+      FROM pairs p, LATERAL (
+           SELECT workspace_id, integration_id FROM email_queue
+            WHERE status IN ('{_P}', '{_F}') AND (workspace_id, integration_id) > (p.workspace_id, p.integration_id)
+            ORDER BY workspace_id, integration_id LIMIT 1) n
+)
+SELECT p.workspace_id, p.integration_id
+  FROM pairs p
+  LEFT JOIN delivery_budget b ON b.workspace_id = p.workspace_id AND b.integration_id = p.integration_id
+ WHERE (b IS NULL OR ((b.throttled_until IS NULL OR b.throttled_until <= now())
+                      AND (b.breaker = '{Breaker.CLOSED}' OR b.open_until IS NULL OR b.open_until <= now())))
+   AND EXISTS (SELECT 1 FROM email_queue q
+                WHERE q.workspace_id = p.workspace_id AND q.integration_id = p.integration_id
+                  AND q.status IN ('{_P}', '{_F}') AND q.next_retry_at <= now())
+ LIMIT $1
+"""
+
+INTEGRATION_COLUMNS = """id, name, kind, settings, secrets, secret_fields, senders, rate_limit_per_minute,
+       max_concurrency, created_at, updated_at"""
+
+GET_INTEGRATION = f"SELECT {INTEGRATION_COLUMNS} FROM email_integrations WHERE workspace_id = $1 AND id = $2"
+
+ENSURE_BUDGET = """
+INSERT INTO delivery_budget (workspace_id, integration_id, tokens) VALUES ($1, $2, $3)
+ON CONFLICT (workspace_id, integration_id) DO NOTHING
+"""
+
+# Another process claiming this integration holds the row: skip it rather than wait.
+LOCK_BUDGET = """
+SELECT tokens, refilled_at, breaker, consecutive_failures, open_until, opened_count, throttled_until, now() AS now
+  FROM delivery_budget WHERE workspace_id = $1 AND integration_id = $2
+   FOR UPDATE SKIP LOCKED
+"""
+
+LOCK_BUDGET_WAIT = LOCK_BUDGET.replace(" SKIP LOCKED", "")
+
+SAVE_BUDGET = """
+UPDATE delivery_budget SET tokens = $3, refilled_at = $4, breaker = $5, consecutive_failures = $6,
+       open_until = $7, opened_count = $8, throttled_until = $9
+ WHERE workspace_id = $1 AND integration_id = $2
+"""
+
+CLAIM_ROWS = f"""
+WITH due AS (
+    SELECT id FROM email_queue
+     WHERE workspace_id = $1 AND integration_id = $2 AND status IN ('{_P}', '{_F}')
+       AND next_retry_at <= now()
+     ORDER BY priority, next_retry_at, created_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+)
+,
+claimed AS (
+    UPDATE email_queue q
+       SET status = '{_PR}', attempts = q.attempts + 1, claim_id = $4, lease_expires_at = now() + $5::interval,
+           updated_at = now()
+      FROM due
+     WHERE q.workspace_id = $1 AND q.id = due.id
+    RETURNING q.workspace_id, q.id, q.claim_id, q.integration_id, q.provider_kind, q.contact_email, q.message_id,
+              q.payload, q.attempts, q.throttled, q.max_attempts, q.last_error, q.expires_at, now() AS claimed_at,
+              q.priority, q.created_at, q.next_retry_at
+)
+-- RETURNING keeps no order: the calls start in claim order, priority first
+SELECT * FROM claimed ORDER BY priority, next_retry_at, created_at
+"""
+
+
+def _budget(row) -> Budget:
+    return Budget(row["tokens"], row["refilled_at"], row["breaker"], row["consecutive_failures"],
+                  row["open_until"], row["opened_count"], row["throttled_until"])
+
+
+def _budget_args(b: Budget) -> tuple:
+    return (b.tokens, b.refilled_at, str(b.breaker), b.consecutive_failures, b.open_until, b.opened_count,
+            b.throttled_until)
+
+
+async def due_integrations(pool, limit: int = 1000) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in await pool.fetch(DUE_INTEGRATIONS, limit)]
+
+
+async def claim(pool, workspace_id: str, integration_id: str, slots: Callable[[Any], int], rules: model.Rules):
+    """One short transaction (5.6 step 3): the integration's budget row locked (skipped when another
+    process holds it), refilled, k rows taken in priority order with a lease, k tokens spent.
+    `slots(integration row)` is how many calls this process may still start for it. Returns
+    (integration row or None when it was deleted, claimed rows). Rows of a deleted
+    integration are claimed without a budget: they fail at once."""
+    lease = _dt.timedelta(seconds=rules.lease)
+    async with pool.acquire() as conn, conn.transaction():
+        integration = await conn.fetchrow(GET_INTEGRATION, workspace_id, integration_id)
+        if integration is None:
+            return None, await conn.fetch(CLAIM_ROWS, workspace_id, integration_id, model.CLAIM_MAX,
+                                          uuid.uuid4(), lease)
+        rate = integration["rate_limit_per_minute"]
+        await conn.execute(ENSURE_BUDGET, workspace_id, integration_id, model.capacity(rate))
+        locked = await conn.fetchrow(LOCK_BUDGET, workspace_id, integration_id)
+        if locked is None:
+            return integration, []
+        budget, now = _budget(locked), locked["now"]
+        k = model.plan_claim(budget, now, rate, slots(integration))
+        rows = []
+        if k:
+            rows = await conn.fetch(CLAIM_ROWS, workspace_id, integration_id, k, uuid.uuid4(), lease)
+        await conn.execute(SAVE_BUDGET, workspace_id, integration_id,
+                           *_budget_args(model.after_claim(budget, now, rate, len(rows), rules)))
+    return integration, rows
+
+
+# ---------------------------------------------------------------- outcomes (5.6 step 5)
+
+@dataclass(frozen=True)
+class Result:
+    """One claimed row's outcome, as complete() records it."""
+    workspace_id: str
+    queue_id: Any
+    claim_id: Any
+    integration_id: str
+    outcome: Outcome
+    counts_for_budget: bool = True    # False for rows of a deleted integration
+
+
+# Queue rows deleted (final) or rescheduled, then their messages updated, in one statement. The
+# claim_id condition fences a worker that lost its lease: its outcome then changes nothing.
+APPLY = f"""
+WITH o AS (
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::float8[],
+                         $8::bool[])
+           AS o(workspace_id, id, claim_id, kind, info, pmid, delay, throttled)
+),
+done AS (
+    DELETE FROM email_queue q USING o
+     WHERE q.workspace_id = o.workspace_id AND q.id = o.id AND q.claim_id = o.claim_id AND o.kind <> 'retry'
+    RETURNING q.workspace_id, q.message_id, q.attempts, o.kind, o.info, o.pmid
+),
+again AS (
+    UPDATE email_queue q
+       SET status = '{_F}', next_retry_at = now() + make_interval(secs => o.delay), last_error = left(o.info, 1000),
+           throttled = q.throttled + o.throttled::int, claim_id = NULL, lease_expires_at = NULL, updated_at = now()
+      FROM o
+     WHERE q.workspace_id = o.workspace_id AND q.id = o.id AND q.claim_id = o.claim_id AND o.kind = 'retry'
+    RETURNING q.workspace_id, q.message_id, q.attempts, o.kind, o.info, o.pmid
+),
+moved AS (SELECT * FROM done UNION ALL SELECT * FROM again)
+UPDATE message_history m
+   SET status = CASE moved.kind WHEN 'sent' THEN '{Status.SENT}' WHEN 'failed' THEN '{Status.FAILED}'
+                ELSE m.status END,
+       sent_at = CASE WHEN moved.kind = 'sent' THEN now() ELSE m.sent_at END,
+       failed_at = CASE WHEN moved.kind = 'failed' THEN coalesce(m.failed_at, now()) ELSE m.failed_at END,
+       provider_message_id = CASE WHEN moved.kind = 'sent' THEN moved.pmid ELSE m.provider_message_id END,
+       status_info = left(moved.info, {model.STATUS_INFO_MAX}),
+       attempts = moved.attempts, updated_at = now()
+  FROM moved
+ WHERE m.workspace_id = moved.workspace_id AND m.id = moved.message_id
+RETURNING m.workspace_id, {', '.join('m.' + c.strip() for c in MESSAGE_COLUMNS.split(','))}, moved.kind
+"""
+
+RECORD_MANY = f"""
+WITH entry AS (
+    {timeline.insert_sql("SELECT w, e, k, '" + ENTITY + "', i, c FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) AS t(w, e, k, i, c)")}
+)
+{events.insert_sql("SELECT w, t, e, d FROM unnest($1::text[], $6::text[], $2::text[], $7::jsonb[]) AS t(w, t, e, d)")}
+"""
+
+
+async def complete(pool, results: Sequence[Result], rules: model.Rules) -> None:
+    """Records a batch of outcomes in one transaction: queue rows deleted or rescheduled, messages
+    updated, timeline entries and email.sent / email.failed events for final outcomes, breaker
+    and throttle state of each integration."""
+    if not results:
+        return
+    cols: list[list] = [[] for _ in range(8)]
+    for r in results:
+        o = r.outcome
+        for col, value in zip(cols, (r.workspace_id, r.queue_id, r.claim_id, o.kind, o.info,
+                                     o.provider_message_id, o.delay, o.cls == "throttled")):
+            col.append(value)
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(APPLY, *cols)
+        entries: list[list] = [[] for _ in range(7)]
+        for row in rows:
+            if row["kind"] == "retry":
+                continue
+            outcome = Outcome(row["kind"])
+            event = "email.sent" if row["kind"] == "sent" else "email.failed"
+            stamp = row["sent_at"] if row["kind"] == "sent" else row["failed_at"]
+            for col, value in zip(entries, (row["workspace_id"], row["contact_email"], "update_message_history",
+                                            row["id"], model.update_changes(outcome, row), event,
+                                            model.event_data(row, stamp, with_info=row["kind"] == "failed"))):
+                col.append(value)
+        if entries[0]:
+            await conn.execute(RECORD_MANY, *entries)
+        await _settle_budgets(conn, results, rules)
+
+
+async def _settle_budgets(conn, results: Sequence[Result], rules: model.Rules) -> None:
+    per: dict[tuple[str, str], list[Outcome]] = {}
+    for r in results:
+        if r.counts_for_budget:
+            per.setdefault((r.workspace_id, r.integration_id), []).append(r.outcome)
+    for (workspace_id, integration_id), outcomes in sorted(per.items()):  # one lock order: no deadlock
+        locked = await conn.fetchrow(LOCK_BUDGET_WAIT, workspace_id, integration_id)
+        if locked is None:
+            continue
+        after = model.after_outcomes(_budget(locked), outcomes, locked["now"], rules)
+        await conn.execute(SAVE_BUDGET, workspace_id, integration_id, *_budget_args(after))
+
+
+# A claim whose lease ran out (its worker died or hung): due again now. The call it made counts
+# as an attempt (5.2), and its outcome, should it still arrive, is fenced off by claim_id.
+RECLAIM = f"""
+UPDATE email_queue
+   SET status = '{_F}', claim_id = NULL, lease_expires_at = NULL, next_retry_at = now(),
+       last_error = coalesce(last_error, 'lease expired'), updated_at = now()
+ WHERE status = '{_PR}' AND lease_expires_at < now()
+"""
+
+
+async def reclaim(pool) -> int:
+    return _count(await pool.execute(RECLAIM))
+
+
+# ---------------------------------------------------------------- a source's rows (5.2)
+
+_PA = QueueState.PAUSED.value
+
+# Rows in flight finish as they are; only waiting rows stop.
+PAUSE_SOURCE = f"""
+UPDATE email_queue SET status = '{_PA}', updated_at = now()
+ WHERE workspace_id = $1 AND source_type = $2 AND source_id = $3 AND status IN ('{_P}', '{_F}')
+"""
+
+RESUME_SOURCE = f"""
+UPDATE email_queue SET status = '{_P}', next_retry_at = now(), updated_at = now()
+ WHERE workspace_id = $1 AND source_type = $2 AND source_id = $3 AND status = '{_PA}'
+"""
+
+# A cancelled message was never sent: its queue row and its queued history row go together.
+CANCEL_SOURCE = f"""
+WITH gone AS (
+    DELETE FROM email_queue
+     WHERE workspace_id = $1 AND source_type = $2 AND source_id = $3 AND status IN ('{_P}', '{_F}', '{_PA}')
+    RETURNING message_id
+)
+DELETE FROM message_history m USING gone
+ WHERE m.workspace_id = $1 AND m.id = gone.message_id AND m.status = '{Status.QUEUED}'
+"""
+
+SOURCE_COUNTS = f"""
+SELECT count(*) FILTER (WHERE status = '{Status.QUEUED}') AS queued,
+       count(*) FILTER (WHERE status = '{Status.SENT}') AS sent,
+       count(*) FILTER (WHERE status = '{Status.FAILED}') AS failed
+  FROM message_history
+ WHERE workspace_id = $1 AND CASE $2::text WHEN 'broadcast' THEN broadcast_id
+                                           WHEN 'automation' THEN automation_id
+                                           WHEN 'transactional' THEN transactional_notification_id
+                                           ELSE list_id END = $3
+"""
+
+
+def _count(status: str) -> int:
+    return int(status.split()[-1])
+
+
+async def pause_source(conn, workspace_id: str, source_type: model.Source, source_id: str) -> int:
+    """Stops the source's waiting rows (a broadcast paused); returns how many."""
+    return _count(await conn.execute(PAUSE_SOURCE, workspace_id, source_type.value, source_id))
+
+
+async def resume_source(conn, workspace_id: str, source_type: model.Source, source_id: str) -> int:
+    """Makes the source's paused rows due now and wakes the send loops; returns how many."""
+    async with conn.transaction():
+        n = _count(await conn.execute(RESUME_SOURCE, workspace_id, source_type.value, source_id))
+        if n:
+            await conn.execute(NOTIFY)
+    return n
+
+
+async def cancel_source(conn, workspace_id: str, source_type: model.Source, source_id: str) -> int:
+    """Deletes the source's rows not in flight with their queued messages; returns how many messages."""
+    return _count(await conn.execute(CANCEL_SOURCE, workspace_id, source_type.value, source_id))
+
+
+async def source_counts(conn, workspace_id: str, source_type: model.Source, source_id: str) -> dict:
+    """queued / sent / failed messages of a source (a broadcast is complete when none is queued)."""
+    return dict(await conn.fetchrow(SOURCE_COUNTS, workspace_id, source_type.value, source_id))
+
+
+async def attachments(pool, workspace_id: str, checksums: Sequence[str]) -> dict[str, bytes]:
+    if not checksums:
+        return {}
+    return {r["sha256"]: bytes(r["content"]) for r in await pool.fetch(GET_ATTACHMENTS, workspace_id, list(checksums))}
+
+
+# ---------------------------------------------------------------- the message history (4.3, 4.4)
+
+_FLAG_SQL = {name: (f"status {{}} '{Status.SENT}'" if column is None else f"{column} IS {{}}NULL")
+             for name, column in model.FLAGS.items()}
+
+
+def list_sql(q: model.MessageQuery) -> tuple[str, list]:
+    """messages.list as one statement: conditions as $n parameters, newest first, one row more
+    than the page to know whether another follows."""
+    args: list = []
+
+    def arg(value) -> str:
+        args.append(value)
+        return f"${len(args) + 1}"           # $1 is the workspace
+
+    where = ["workspace_id = $1"]
+    for column, value in q.exact.items():
+        where.append(f"{column} = {arg(value)}")
+    for name, wanted in q.flags.items():
+        template = _FLAG_SQL[name]
+        if model.FLAGS[name] is None:
+            where.append(template.format("=" if wanted else "<>"))
+        else:
+            where.append(template.format("NOT " if wanted else ""))
+    for name, column, op in model.RANGES:
+        if name in q.ranges:
+            where.append(f"{column} {op} {arg(q.ranges[name])}")
+    if q.cursor is not None:
+        where.append(f"(created_at, id) < ({arg(q.cursor[0])}, {arg(q.cursor[1])})")
+    sql = (f"SELECT {MESSAGE_COLUMNS}\n  FROM message_history\n WHERE " + "\n   AND ".join(where) +
+           f"\n ORDER BY created_at DESC, id DESC\n LIMIT {q.limit + 1}")
+    return sql, args
+
+
+async def list_messages(conn, workspace_id: str, q: model.MessageQuery) -> list:
+    sql, args = list_sql(q)
+    return await conn.fetch(sql, workspace_id, *args)
+
+
+BROADCAST_STATS = f"""
+SELECT count(*) FILTER (WHERE status = '{Status.SENT}') AS total_sent,
+       count(delivered_at) AS total_delivered, count(bounced_at) AS total_bounced,
+       count(complained_at) AS total_complained, count(failed_at) AS total_failed,
+       count(opened_at) AS total_opened, count(clicked_at) AS total_clicked,
+       count(unsubscribed_at) AS total_unsubscribed,
+       count(*) FILTER (WHERE status = '{Status.QUEUED}') AS total_queued
+  FROM message_history WHERE workspace_id = $1 AND broadcast_id = $2
+"""
+
+
+async def broadcast_stats(conn, workspace_id: str, broadcast_id: str) -> dict:
+    row = await conn.fetchrow(BROADCAST_STATS, workspace_id, broadcast_id)
+    return {k: row[k] for k in model.STAT_FIELDS}
+
+
+# ---------------------------------------------------------------- integrations (1)
+
+LIST_INTEGRATIONS = f"""
+SELECT {INTEGRATION_COLUMNS} FROM email_integrations WHERE workspace_id = $1 ORDER BY created_at, id
+"""
+
+CREATE_INTEGRATION = f"""
+INSERT INTO email_integrations (workspace_id, id, name, kind, settings, secrets, secret_fields, senders,
+                                rate_limit_per_minute, max_concurrency)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING {INTEGRATION_COLUMNS}
+"""
+
+RENAME_INTEGRATION = f"""
+UPDATE email_integrations SET name = $3, updated_at = now() WHERE workspace_id = $1 AND id = $2
+RETURNING {INTEGRATION_COLUMNS}
+"""
+
+UPDATE_INTEGRATION = f"""
+UPDATE email_integrations
+   SET name = $3, kind = $4, settings = $5, secrets = $6, secret_fields = $7, senders = $8,
+       rate_limit_per_minute = $9, max_concurrency = $10, updated_at = now()
+ WHERE workspace_id = $1 AND id = $2
+RETURNING {INTEGRATION_COLUMNS}
+"""
+
+LOCK_INTEGRATION = f"{GET_INTEGRATION} FOR UPDATE"
+
+# Deleting an integration clears whichever provider id of the workspace's settings named it (1.4),
+# and its budget row.
+DELETE_INTEGRATION = """
+WITH gone AS (DELETE FROM email_integrations WHERE workspace_id = $1 AND id = $2 RETURNING id),
+budget AS (DELETE FROM delivery_budget WHERE workspace_id = $1 AND integration_id IN (SELECT id FROM gone))
+UPDATE workspaces w
+   SET settings = w.settings
+       || CASE WHEN w.settings->>'transactional_email_provider_id' = $2
+               THEN '{"transactional_email_provider_id": ""}'::jsonb ELSE '{}'::jsonb END
+       || CASE WHEN w.settings->>'marketing_email_provider_id' = $2
+               THEN '{"marketing_email_provider_id": ""}'::jsonb ELSE '{}'::jsonb END
+  FROM gone
+ WHERE w.id = $1
+RETURNING 1
+"""
+
+INTEGRATION_EXISTS = "SELECT 1 FROM email_integrations WHERE workspace_id = $1 AND id = $2"
+
+
+async def list_integrations(conn, workspace_id: str) -> list:
+    return await conn.fetch(LIST_INTEGRATIONS, workspace_id)
+
+
+async def get_integration(conn, workspace_id: str, integration_id: str):
+    return await conn.fetchrow(GET_INTEGRATION, workspace_id, integration_id)
+
+
+async def create_integration(conn, key_bytes: bytes, workspace_id: str, name: str, kind: str, plain: dict,
+                             secrets: dict, senders: list, rate: int, concurrency: int | None):
+    integration_id = str(uuid.uuid4())
+    sealed = integrations.seal(key_bytes, workspace_id, integration_id, secrets) if secrets else None
+    return await conn.fetchrow(CREATE_INTEGRATION, workspace_id, integration_id, name, kind, plain, sealed,
+                               sorted(secrets), senders, rate, concurrency)
+
+
+async def update_integration(conn, key_bytes: bytes, workspace_id: str, integration_id: str, name: str,
+                             spec, allow_fake: bool = False):
+    """Renames, or with a provider spec replaces the provider by the merge rule (1.5). None when
+    the integration does not exist. The row is locked while merging: two updates do not interleave."""
+    async with conn.transaction():
+        stored = await conn.fetchrow(LOCK_INTEGRATION, workspace_id, integration_id)
+        if stored is None:
+            return None
+        if spec is None:
+            return await conn.fetchrow(RENAME_INTEGRATION, workspace_id, integration_id, name)
+        old = integrations.unseal(key_bytes, workspace_id, integration_id, stored["secrets"])
+        plain, secrets, concurrency = integrations.merged(spec, stored, old, allow_fake)
+        sealed = integrations.seal(key_bytes, workspace_id, integration_id, secrets) if secrets else None
+        return await conn.fetchrow(UPDATE_INTEGRATION, workspace_id, integration_id, name, spec.kind, plain,
+                                   sealed, sorted(secrets), spec.senders, spec.rate_limit_per_minute, concurrency)
+
+
+async def delete_integration(conn, workspace_id: str, integration_id: str) -> bool:
+    return await conn.fetchval(DELETE_INTEGRATION, workspace_id, integration_id) is not None
+
+
+QUEUE_DEPTH = """
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'paused') AS paused
+  FROM email_queue
+"""
