@@ -11,10 +11,11 @@ import pytest
 from fakes.http_providers import Answer, ProviderFake, Recorded, hooked, plain_message, serving
 from postroom.delivery.providers.base import Context, HttpProvider, Message, SendFailed, Sent
 from postroom.delivery.providers.mailgun import MailgunProvider
+from postroom.delivery.providers.mailjet import MailjetProvider
 from postroom.delivery.providers.postmark import PostmarkProvider
 
 PROVIDERS: dict[str, type[HttpProvider]] = {p.kind: p for p in (
-    PostmarkProvider, MailgunProvider,)}
+    PostmarkProvider, MailgunProvider, MailjetProvider,)}
 
 
 class Sender:
