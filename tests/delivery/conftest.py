@@ -13,9 +13,10 @@ from postroom.delivery.providers.base import Context, HttpProvider, Message, Sen
 from postroom.delivery.providers.mailgun import MailgunProvider
 from postroom.delivery.providers.mailjet import MailjetProvider
 from postroom.delivery.providers.postmark import PostmarkProvider
+from postroom.delivery.providers.sendgrid import SendGridProvider
 
 PROVIDERS: dict[str, type[HttpProvider]] = {p.kind: p for p in (
-    PostmarkProvider, MailgunProvider, MailjetProvider,)}
+    PostmarkProvider, MailgunProvider, MailjetProvider, SendGridProvider,)}
 
 
 class Sender:
