@@ -14,9 +14,10 @@ from postroom.delivery.providers.mailgun import MailgunProvider
 from postroom.delivery.providers.mailjet import MailjetProvider
 from postroom.delivery.providers.postmark import PostmarkProvider
 from postroom.delivery.providers.sendgrid import SendGridProvider
+from postroom.delivery.providers.sparkpost import SparkPostProvider
 
 PROVIDERS: dict[str, type[HttpProvider]] = {p.kind: p for p in (
-    PostmarkProvider, MailgunProvider, MailjetProvider, SendGridProvider,)}
+    PostmarkProvider, MailgunProvider, MailjetProvider, SendGridProvider, SparkPostProvider)}
 
 
 class Sender:
