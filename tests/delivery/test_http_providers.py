@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from fakes.http_providers import (
-    FAKES, Answer, MailgunFake, MailjetFake, PostmarkFake, SendGridFake, SparkPostFake, full_message, hooked,
-    plain_message, serving)
+    FAKES, Answer, MailgunFake, MailjetFake, PostmarkFake, SendGridFake, Sender, SparkPostFake, full_message,
+    hooked, plain_message, provider_fixtures, serving)
 from postroom.delivery.providers import KINDS, load
 from postroom.delivery.providers.base import (
     HTTP_TIMEOUT, STATUS_INFO_MAX, THROTTLE_DEFAULT, Context, HttpProvider, ProviderConfigError, hook_base_urls)
@@ -38,10 +38,7 @@ def provider(kind: str, settings: dict, context: Context) -> HttpProvider:
     return getattr(module, CLASSES[kind])(module.Settings.parse(settings), context)
 
 
-@pytest.fixture(scope="module", params=HTTP_KINDS)
-async def served(request):
-    async with serving(FAKES[request.param]()) as running:
-        yield running
+served, fake, send = provider_fixtures(*(FAKES[kind] for kind in HTTP_KINDS))
 
 
 def test_every_http_kind_is_a_provider_module():
@@ -195,19 +192,19 @@ async def test_a_script_is_answered_in_order_then_success(fake, send):
     assert len(fake.requests) == 3
 
 
-async def test_a_timeout_is_provider(fake, sender):
+async def test_a_timeout_is_provider(fake):
     fake.will(Answer(delay=10))
     async with hooked(fake, timeout=httpx.Timeout(0.3)) as short:
-        failure = await sender(fake, short).refused(plain_message())
+        failure = await Sender(fake, short).refused(plain_message())
     assert failure.cls == "provider"
     assert failure.status_info == f"{fake.kind}: ReadTimeout"
     assert fake.ids == []
 
 
-async def test_a_slow_success_within_the_timeout_is_a_success(fake, sender):
+async def test_a_slow_success_within_the_timeout_is_a_success(fake):
     fake.will(Answer(delay=0.2))
     async with hooked(fake, timeout=httpx.Timeout(5.0)) as ctx:
-        sent = await sender(fake, ctx)(plain_message())
+        sent = await Sender(fake, ctx)(plain_message())
     assert sent.provider_message_id == fake.ids[0]
 
 
@@ -221,12 +218,12 @@ async def test_a_connection_closed_without_an_answer_is_provider(fake, send):
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
-async def test_a_refused_connection_is_provider(kind, sender):
+async def test_a_refused_connection_is_provider(kind):
     fake = FAKES[kind]()
     async with serving(fake):
         pass   # the port it had is closed now
     async with hooked(fake) as ctx:
-        failure = await sender(fake, ctx).refused(plain_message())
+        failure = await Sender(fake, ctx).refused(plain_message())
     assert failure.cls == "provider"
     assert failure.status_info.startswith(f"{kind}: ConnectError")
 

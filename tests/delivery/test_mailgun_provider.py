@@ -7,13 +7,13 @@ import functools
 
 import pytest
 
-from fakes.http_providers import PDF, PNG, MailgunFake, Upload, basic, full_message, plain_message
+from fakes.http_providers import PDF, PNG, MailgunFake, Upload, basic, full_message, plain_message, provider_fixtures
 from postroom.delivery.providers.base import Context
 from postroom.delivery.providers.mailgun import MailgunProvider, Settings
 
 MESSAGE_ID = "3f6c1a52-7d0e-4b8e-9a51-5f2d0c7e9b11"
 
-FAKE = functools.partial(MailgunFake, domain="mg.acme.test", api_key="k")
+served, fake, send = provider_fixtures(functools.partial(MailgunFake, domain="mg.acme.test", api_key="k"))
 
 
 async def test_without_files_the_request_is_a_urlencoded_form(fake, send):

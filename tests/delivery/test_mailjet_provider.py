@@ -8,12 +8,12 @@ import functools
 
 import pytest
 
-from fakes.http_providers import PDF, PNG, MailjetFake, basic, full_message, plain_message
+from fakes.http_providers import PDF, PNG, MailjetFake, basic, full_message, plain_message, provider_fixtures
 from postroom.delivery.providers.mailjet import Settings
 
 MESSAGE_ID = "3f6c1a52-7d0e-4b8e-9a51-5f2d0c7e9b11"
 
-FAKE = functools.partial(MailjetFake, api_key="key", secret_key="secret")
+served, fake, send = provider_fixtures(functools.partial(MailjetFake, api_key="key", secret_key="secret"))
 
 
 async def test_the_request_carries_every_field_as_mailjet_documents_it(fake, send):

@@ -8,10 +8,10 @@ import functools
 
 import pytest
 
-from fakes.http_providers import PDF, PNG, PostmarkFake, full_message, plain_message
+from fakes.http_providers import PDF, PNG, PostmarkFake, full_message, plain_message, provider_fixtures
 from postroom.delivery.providers.postmark import Settings
 
-FAKE = functools.partial(PostmarkFake, server_token="tok")
+served, fake, send = provider_fixtures(functools.partial(PostmarkFake, server_token="tok"))
 
 
 async def test_the_request_carries_every_field_as_postmark_documents_it(fake, send):

@@ -8,12 +8,12 @@ import functools
 
 import pytest
 
-from fakes.http_providers import PDF, PNG, Answer, SendGridFake, full_message, plain_message
+from fakes.http_providers import PDF, PNG, Answer, SendGridFake, full_message, plain_message, provider_fixtures
 from postroom.delivery.providers.sendgrid import Settings
 
 MESSAGE_ID = "3f6c1a52-7d0e-4b8e-9a51-5f2d0c7e9b11"
 
-FAKE = functools.partial(SendGridFake, api_key="SG.k")
+served, fake, send = provider_fixtures(functools.partial(SendGridFake, api_key="SG.k"))
 
 
 async def test_the_request_carries_every_field_as_sendgrid_documents_it(fake, send):

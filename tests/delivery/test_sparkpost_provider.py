@@ -9,13 +9,14 @@ import functools
 
 import pytest
 
-from fakes.http_providers import PDF, PNG, Answer, SparkPostFake, full_message, plain_message
+from fakes.http_providers import PDF, PNG, Answer, SparkPostFake, full_message, plain_message, provider_fixtures
 from postroom.delivery.providers.base import THROTTLE_DEFAULT, THROTTLE_QUOTA
 from postroom.delivery.providers.sparkpost import Settings
 
 MESSAGE_ID = "3f6c1a52-7d0e-4b8e-9a51-5f2d0c7e9b11"
 
-FAKE = functools.partial(SparkPostFake, api_key="spk", endpoint="https://api.eu.sparkpost.com")
+served, fake, send = provider_fixtures(
+    functools.partial(SparkPostFake, api_key="spk", endpoint="https://api.eu.sparkpost.com"))
 
 
 async def test_the_transmission_carries_every_field_as_sparkpost_documents_it(fake, send):

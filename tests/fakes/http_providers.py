@@ -12,7 +12,8 @@ parsed (JSON; forms as {field: [values]}, files as `Upload`), then answers:
 
 An `Answer` can also be slow (`delay`, cut short when the client gives up) or `close` the
 connection without a byte of answer; `status=None` means "the kind's success" (a slow success).
-`plain_message` and `full_message` are what the tests send."""
+`plain_message` and `full_message` are what the tests send; `provider_fixtures` gives a test module
+its fake and a `Sender` through the fake's kind of provider."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import email.parser
 import email.policy
 import json
 import secrets
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,11 +34,18 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 import httpx
+import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fakes.asgi_server import QuietServer, serve
-from postroom.delivery.providers.base import HTTP_TIMEOUT, Attachment, Context, Message
+from postroom.delivery.providers.base import (
+    HTTP_TIMEOUT, Attachment, Context, HttpProvider, Message, SendFailed, Sent)
+from postroom.delivery.providers.mailgun import MailgunProvider
+from postroom.delivery.providers.mailjet import MailjetProvider
+from postroom.delivery.providers.postmark import PostmarkProvider
+from postroom.delivery.providers.sendgrid import SendGridProvider
+from postroom.delivery.providers.sparkpost import SparkPostProvider
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,3 +485,66 @@ def _now() -> str:
 
 FAKES: dict[str, type[ProviderFake]] = {f.kind: f for f in (PostmarkFake, MailgunFake, MailjetFake, SendGridFake,
                                                             SparkPostFake)}
+
+
+# ---------------------------------------------------------------- sending through a fake, for tests
+
+PROVIDERS: dict[str, type[HttpProvider]] = {p.kind: p for p in (
+    PostmarkProvider, MailgunProvider, MailjetProvider, SendGridProvider, SparkPostProvider)}
+
+
+class Sender:
+    """The fake's kind of provider with the fake's settings (plus `changes`) on `context`."""
+
+    def __init__(self, fake: ProviderFake, context: Context):
+        self.fake = fake
+        self.context = context
+
+    def provider(self, **changes) -> HttpProvider:
+        cls = PROVIDERS[self.fake.kind]
+        settings = sys.modules[cls.__module__].Settings.parse(self.fake.settings() | changes)
+        return cls(settings, self.context)
+
+    async def __call__(self, message: Message, **changes) -> Sent:
+        return await self.provider(**changes).send(message)
+
+    async def exchange(self, message: Message, **changes) -> tuple[Sent, Recorded]:
+        """Send `message`; the answer and the one request the fake got for it (a POST to its path)."""
+        sent = await self(message, **changes)
+        [request] = self.fake.requests
+        assert (request.method, request.path) == ("POST", self.fake.path)
+        return sent, request
+
+    async def refused(self, message: Message, **changes) -> SendFailed:
+        with pytest.raises(SendFailed) as caught:
+            await self(message, **changes)
+        return caught.value
+
+    async def answered(self, answer: Answer) -> SendFailed:
+        """How the provider classifies `answer` (scripted as the fake's next one) to a plain message."""
+        self.fake.will(answer)
+        return await self.refused(plain_message())
+
+
+def provider_fixtures(*makers):
+    """The fixtures of a provider test module, taken as `served, fake, send = provider_fixtures(…)`
+    (a conftest.py here would shadow tests/conftest.py for `from conftest import …`): `served`, the
+    fake each maker makes, served once per module (several makers parametrise the module); `fake`,
+    reset before each test; `send`, a Sender on a context hooked to the fake."""
+
+    @pytest.fixture(scope="module", params=makers, ids=[make().kind for make in makers])
+    async def served(request):
+        async with serving(request.param()) as running:
+            yield running
+
+    @pytest.fixture
+    def fake(served) -> ProviderFake:
+        served.reset()
+        return served
+
+    @pytest.fixture
+    async def send(fake):
+        async with hooked(fake) as context:
+            yield Sender(fake, context)
+
+    return served, fake, send
