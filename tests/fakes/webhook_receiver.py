@@ -11,9 +11,10 @@ import json
 import time
 
 import standardwebhooks
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+
+from fakes.asgi_server import serve
 
 WAIT = 30.0  # bound of every wait for something to happen (never a speed assertion)
 
@@ -92,23 +93,13 @@ async def wait_until(condition, arrived: asyncio.Event, who: str, timeout: float
                 await arrived.wait()
 
 
-class _QuietServer(uvicorn.Server):
-    def capture_signals(self):  # the test process keeps its own signal handling
-        return contextlib.nullcontext()
-
-
 @contextlib.asynccontextmanager
 async def serving(recv: Receiver):
     """Runs `recv` on a free port for the duration of the block (releasing any hold at the end)."""
-    server = _QuietServer(uvicorn.Config(recv, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    recv.port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield recv
-    finally:
-        for hold in recv.holds.values():
-            hold.set()
-        server.should_exit = True
-        await task
+    async with serve(recv) as server:
+        recv.port = server.port
+        try:
+            yield recv
+        finally:
+            for hold in recv.holds.values():
+                hold.set()

@@ -18,14 +18,17 @@ integration's `max_concurrency` (the SMTP connection pool's size). The send queu
 
 from __future__ import annotations
 
+import abc
+import base64
 import email.utils
 import mimetypes
 import os
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email.charset import BASE64, Charset
 from email.header import Header
-from typing import Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
 
@@ -215,6 +218,44 @@ def retry_after(value: str | None, default: float = THROTTLE_DEFAULT) -> float:
     return max(0.0, when.timestamp() - time.time())
 
 
+def refuse_line_breaks(kind: str, message: Message) -> None:
+    """A CR or LF in any value that becomes a header (or an API field a provider turns into one)
+    could add headers of the sender's choosing: the message is refused, never sent."""
+    values = {"from_address": message.from_address, "from_name": message.from_name, "to": message.to,
+              "subject": message.subject, "reply_to": message.reply_to or "", "message_id": message.message_id,
+              "list_unsubscribe_url": message.list_unsubscribe_url or "",
+              "cc": " ".join(message.cc), "bcc": " ".join(message.bcc),
+              "attachments": " ".join(a.filename + " " + a.content_type for a in message.attachments)}
+    for name, value in values.items():
+        if "\r" in value or "\n" in value:
+            raise SendFailed("message", f"{kind}: {name} holds a line break")
+
+
+def b64(content: bytes) -> str:
+    """Attachment content as the JSON APIs take it: standard base64 on one line."""
+    return base64.b64encode(content).decode("ascii")
+
+
+def text_setting(raw: Mapping[str, Any], key: str) -> str:
+    """A string field of a settings object (1.2), stripped; "" when absent, null or not a string,
+    which is what the "required" rules test."""
+    value = raw.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def required_setting(raw: Mapping[str, Any], key: str, error: str) -> str:
+    """A string field the kind cannot work without; ProviderConfigError(`error`) when empty."""
+    value = text_setting(raw, key)
+    if not value:
+        raise ProviderConfigError(error)
+    return value
+
+
+def flag_setting(raw: Mapping[str, Any], key: str) -> bool:
+    """A bool field of a settings object: only JSON `true` turns it on."""
+    return raw.get(key) is True
+
+
 def status_info(kind: str, status: int, code: str | int | None, text: str) -> str:
     """`<kind>: HTTP <status>[ <code>]: <provider text>`, at most 255 characters."""
     head = f"{kind}: HTTP {status}" + (f" {code}" if code not in (None, "") else "")
@@ -273,3 +314,106 @@ class Provider(Protocol):
     async def send(self, message: Message) -> Sent: ...
 
     async def aclose(self) -> None: ...
+
+
+# ---------------------------------------------------------------- what the HTTP kinds share
+
+PROVIDER_STATUSES = frozenset({401, 403})   # credentials and permissions: configuration (2.8)
+
+
+async def post(context: Context, kind: str, url: str, **request: Any) -> httpx.Response:
+    """POST to the kind's endpoint (rebased by the test hook) on the shared client. A network
+    failure, a timeout or a connection closed before the whole answer is `provider` (2.8); a
+    timeout after the request was sent may hide an accepted message, so the retry can duplicate
+    it (delivery is at-least-once, 5.3)."""
+    try:
+        return await context.client.post(context.url(kind, url), **request)
+    except httpx.TransportError as exc:
+        detail = f": {exc}" if str(exc) else ""
+        raise SendFailed("provider", f"{kind}: {type(exc).__name__}{detail}") from exc
+
+
+def json_of(response: httpx.Response) -> Any:
+    """The answer's JSON, or None when it is not JSON (a proxy's HTML page, Mailgun's plain
+    `Forbidden`)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def objects(value: Any) -> list[dict]:
+    """The JSON objects of what should be a list of them (a provider's `errors`); [] for anything
+    else, so a malformed answer is classified by its status alone."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def member(value: Any, key: str) -> Any:
+    """`value[key]` when `value` is a JSON object, else None."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def failure(kind: str, response: httpx.Response, code: str | int | None, text: str | None, *,
+            cls: Class | None = None, provider: Collection[int] = PROVIDER_STATUSES,
+            quota: Collection[int] = ()) -> SendFailed:
+    """The failure of an HTTP answer that is not a success (2.8). `cls` is the kind's own reading
+    of its structured error (a recipient named by the error, an account code); without one the
+    status decides: 429 and the kind's `quota` statuses are throttled (Retry-After, else 30 s, or
+    10 min for a quota), 5xx and the kind's `provider` statuses are provider, any other 4xx is
+    message, and an answer that is neither 2xx nor 4xx (a redirect) is provider. `text` is the
+    provider's own words; without them status_info keeps the raw body."""
+    status = response.status_code
+    info = status_info(kind, status, code, text or response.text)   # no structured text: the raw body
+    cls = cls or _status_class(status, provider, quota)
+    if cls != "throttled":
+        return SendFailed(cls, info)
+    default = THROTTLE_QUOTA if status in quota else THROTTLE_DEFAULT
+    return SendFailed(cls, info, retry_after(response.headers.get("Retry-After"), default))
+
+
+def _status_class(status: int, provider: Collection[int], quota: Collection[int]) -> Class:
+    if status == 429 or status in quota:
+        return "throttled"
+    if 400 <= status < 500 and status not in provider:
+        return "message"
+    return "provider"
+
+
+class HttpProvider(abc.ABC):
+    """The send every HTTP kind shares: refuse line breaks, POST the kind's request on the shared
+    client, read a 2xx answer with `sent` and raise what `failed` makes of any other. A kind
+    subclasses it with `kind` and the four abstract members, each about that kind only."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, settings, context: Context):
+        self.settings = settings
+        self.context = context
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The kind's endpoint before the test hook."""
+
+    @abc.abstractmethod
+    def request(self, message: Message) -> dict[str, Any]:
+        """httpx keyword arguments of the call: the body (`json`, or `data` and `files`),
+        `headers`, `auth`."""
+
+    @abc.abstractmethod
+    def sent(self, response: httpx.Response) -> Sent:
+        """A 2xx answer read (it may still refuse, as SparkPost's 200 with no recipient accepted)."""
+
+    @abc.abstractmethod
+    def failed(self, response: httpx.Response) -> SendFailed:
+        """Any other answer classified (2.8)."""
+
+    async def send(self, message: Message) -> Sent:
+        refuse_line_breaks(self.kind, message)
+        response = await post(self.context, self.kind, self.url, **self.request(message))
+        if response.is_success:
+            return self.sent(response)
+        raise self.failed(response)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP client is the context's, closed with it."""
