@@ -390,6 +390,13 @@ class HttpProvider(abc.ABC):
         self.settings = settings
         self.context = context
 
+    @classmethod
+    def connect(cls, settings, context: Context, integration_id: str | None = None,
+                concurrency: int | None = None) -> "HttpProvider":
+        """The module's `connect` (see the module docstring): an HTTP kind needs only the
+        settings and the shared client; concurrency is the worker's to hold."""
+        return cls(settings, context)
+
     @property
     @abc.abstractmethod
     def url(self) -> str:

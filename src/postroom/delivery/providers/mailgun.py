@@ -88,3 +88,5 @@ class MailgunProvider(HttpProvider):
         return [("inline", (a.cid, a.content, a.mime_type)) if a.disposition == "inline"
                 else ("attachment", (a.filename, a.content, a.mime_type)) for a in message.attachments]
 
+
+connect = MailgunProvider.connect

@@ -122,3 +122,6 @@ def _describe(error: dict) -> str:
     related = error.get("ErrorRelatedTo")
     where = f" ({', '.join(map(str, related))})" if isinstance(related, list) and related else ""
     return f"{error.get('ErrorMessage') or ''}{where}"
+
+
+connect = MailjetProvider.connect

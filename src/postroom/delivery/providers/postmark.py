@@ -103,3 +103,6 @@ def _class(status: int, code, text: str) -> Class | None:
     if code in ACCOUNT_CODES:
         return "provider"
     return None
+
+
+connect = PostmarkProvider.connect

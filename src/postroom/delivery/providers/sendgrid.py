@@ -84,3 +84,6 @@ def _attachment(attachment: Attachment) -> dict:
 def _describe(error: dict) -> str:
     where = f" ({error['field']})" if error.get("field") else ""
     return f"{error.get('message') or ''}{where}"
+
+
+connect = SendGridProvider.connect

@@ -114,3 +114,5 @@ def _content(message: Message) -> dict:
 def _file(name: str, attachment: Attachment) -> dict:
     return {"name": name, "type": attachment.mime_type, "data": b64(attachment.content)}
 
+
+connect = SparkPostProvider.connect
