@@ -569,3 +569,17 @@ async def test_57_block_permissions(client, fx):
     assert_json_error(r, 403, WRITE)
     r = await client.get("/api/templateBlocks.list", headers=fx.owner)
     assert_json_error(r, 400, "invalid list template blocks request: workspace_id is required")
+
+
+async def test_code_template_whose_mjml_does_not_parse_is_saved_as_a_draft_and_compile_names_the_line(client, fx):
+    # MJML is not checked at save (a draft may be incomplete); templates.compile reports it (2.3)
+    src = "<mjml>\n<mj-head>\n<mj-body><mj-section></mj-section></mj-body></mj-head>\n</mjml>"
+    made = await create(client, fx.ws1, code_w(fx, src))
+    assert made["email"]["mjml_source"] == src
+    out = await compiled(client, fx, template_id="welcome", visual_editor_tree=None)
+    assert out["success"] is False and "html" not in out
+    # the line counts in the MJML the engine saw (returned as `mjml`): the subject's title and the
+    # preheader were inserted into the head before it
+    assert out["error"]["message"] == "mjml: unexpected element at line 5, column 2"
+    assert out["error"]["details"] == [{"line": 5, "column": 2, "message": "unexpected element", "tagName": "mjml"}]
+    assert out["mjml"].split("\n")[4].startswith("<mj-body>")
