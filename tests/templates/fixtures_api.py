@@ -17,33 +17,7 @@ import pytest
 from postroom.app import create_app
 from postroom.platform.config import Settings
 
-T = {"id": "root", "type": "mjml", "children": [
-    {"id": "head", "type": "mj-head", "children": [
-        {"id": "pv", "type": "mj-preview", "content": "old preview"}]},
-    {"id": "body", "type": "mj-body", "attributes": {"backgroundColor": "#ffffff"}, "children": [
-        {"id": "s1", "type": "mj-section", "children": [
-            {"id": "c1", "type": "mj-column", "children": [
-                {"id": "t1", "type": "mj-text", "attributes": {"fontSize": "16px", "color": "#333333"},
-                 "content": "<p>Hello {{ contact.first_name | default: \"there\" }}</p>"},
-                {"id": "b1", "type": "mj-button",
-                 "attributes": {"href": "https://shop.test/offer?x=1", "backgroundColor": "#ff0000"},
-                 "content": "Shop"}]}]}]}]}
-
-# The MJML T generates (3.5): 13 lines, no trailing newline.
-T_MJML = "\n".join([
-    "<mjml>",
-    "  <mj-head>",
-    "    <mj-preview>old preview</mj-preview>",
-    "  </mj-head>",
-    '  <mj-body background-color="#ffffff">',
-    "    <mj-section>",
-    "      <mj-column>",
-    '        <mj-text color="#333333" font-size="16px"><p>Hello {{ contact.first_name | default: "there" }}</p></mj-text>',
-    '        <mj-button background-color="#ff0000" href="https://shop.test/offer?x=1">Shop</mj-button>',
-    "      </mj-column>",
-    "    </mj-section>",
-    "  </mj-body>",
-    "</mjml>"])
+from contract_example import T
 
 WS1_SETTINGS = {"languages": ["en", "fr", "de"], "default_language": "en",
                 "custom_endpoint_url": "https://links.acme.test/", "website_url": "https://acme.test/"}

@@ -13,7 +13,7 @@ from postroom.templates.render import (Content, Options, RenderError, check_liqu
                                        render, unsigned_tracking)
 from postroom.templates.render.document import clean_liquid, fix_markup, head_overrides
 from postroom.templates.render.tree import TreeError
-from test_tree import T, T_MJML
+from contract_example import T, T_MJML
 
 EP = "https://links.acme.test"
 

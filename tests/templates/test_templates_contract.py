@@ -16,7 +16,8 @@ import httpx
 import pytest
 from helpers import assert_json_error
 
-from fixtures_api import T, T_MJML, create, create_w, get, listed, node, ok, tree
+from contract_example import T, T_MJML
+from fixtures_api import create, create_w, get, listed, node, ok, tree
 
 C = "invalid create template request: "
 E = C + "invalid email template: "

@@ -15,7 +15,7 @@ from postroom.templates import model
 from postroom.templates.render import RenderError, Result
 from postroom.templates.model import TemplateError
 
-from fixtures_api import T
+from contract_example import T
 
 C = "invalid create template request: "
 E = C + "invalid email template: "
