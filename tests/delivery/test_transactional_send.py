@@ -298,3 +298,60 @@ async def test_translation_inherits_the_sender(client, ws, pool, settings, sink)
     await deliver(pool, settings)
     (mail,) = sink.received
     assert mail.header("Subject") == "Salut Jane" and mail.header("From") == "Second <second@acme.test>"
+
+
+# ---------------------------------------------------------------- transactional.testTemplate (3.9)
+
+async def try_template(client, ws, body: dict, headers=None):
+    return await client.post("/api/transactional.testTemplate", headers=headers or ws.headers,
+                             json={"workspace_id": ws.id, **body})
+
+
+async def _sender_id(pool, ws, integration_id: str, email: str = "noreply@acme.test") -> str:
+    senders = await pool.fetchval("SELECT senders FROM email_integrations WHERE workspace_id = $1 AND id = $2",
+                                  ws.id, integration_id)
+    return next(s["id"] for s in senders if s["email"] == email)
+
+
+async def test_test_template_sends_now_and_writes_no_contact(client, ws, pool, sink):
+    """Check 66: sent synchronously, one history row without a notification, no contact."""
+    iid = await setup(client, ws, smtp_port=sink.port)
+    before = await pool.fetchval("SELECT count(*) FROM contacts WHERE workspace_id = $1", ws.id)
+    body = {"template_id": "welcome", "integration_id": iid, "sender_id": await _sender_id(pool, ws, iid),
+            "recipient_email": "new@example.com", "email_options": {"subject": "Test {{ list.name }}"}}
+    assert await ok(await try_template(client, ws, body)) == {"success": True}
+    (mail,) = sink.received
+    assert mail.rcpt_tos == ["new@example.com"] and mail.header("Subject") == "Test bar"
+    assert mail.header("From") == "Acme <noreply@acme.test>" and mail.header("Reply-To") == "tpl@acme.test"
+    (m,) = await messages(client, ws)
+    assert m["status"] == "sent" and m["template_version"] >= 1 and "transactional_notification_id" not in m
+    assert m["contact_email"] == "new@example.com"
+    assert await pool.fetchval("SELECT count(*) FROM contacts WHERE workspace_id = $1", ws.id) == before
+    r = await client.get("/api/contacts.getByEmail", headers=ws.headers,
+                         params={"workspace_id": ws.id, "email": "new@example.com"})
+    assert r.status_code == 404
+
+
+async def test_test_template_refusals(client, ws, pool, sink):
+    """Check 67, and a provider's refusal reported as success false."""
+    iid = await setup(client, ws, smtp_port=sink.port)
+    good = {"template_id": "welcome", "integration_id": iid, "sender_id": await _sender_id(pool, ws, iid),
+            "recipient_email": "new@example.com"}
+    before = await snapshot(pool, ws.id)
+    assert_json_error(await try_template(client, ws, {**good, "sender_id": ""}), 400, "sender_id is required")
+    assert_json_error(await try_template(client, ws, {**good, "recipient_email": "x"}), 400,
+                      "invalid recipient_email format")
+    assert_json_error(await try_template(client, ws, {**good, "email_options": {"cc": ["nope"]}}), 400,
+                      "invalid CC email format: nope")
+    assert_json_error(await try_template(client, ws, {**good, "template_id": "missing"}), 404, "Template not found")
+    assert await ok(await try_template(client, ws, {**good, "integration_id": "nope"})) == \
+        {"success": False, "error": "integration not found: nope"}
+    assert await snapshot(pool, ws.id) == before
+    sink.reject("RCPT", "550 5.1.1 no such user")
+    answer = await ok(await try_template(client, ws, good))
+    assert answer["success"] is False and answer["error"].startswith("failed to send test email: ")
+    # nothing recorded for a test the provider refused (the workspace's link secret may now exist)
+    assert await pool.fetchval("SELECT count(*) FROM message_history WHERE workspace_id = $1", ws.id) == 0
+    reader = {"Authorization": f"Bearer {await ws.key('transactional:rw')}"}
+    assert_json_error(await try_template(client, ws, good, reader), 403,
+                      "Insufficient permissions: read access to templates required")

@@ -356,7 +356,7 @@ class EmailOptions:
         return ordered or None
 
 
-def _addresses(raw: list, name: str, fmt: str) -> list[str]:
+def _addresses(raw: list, prefix: str, fmt: str) -> list[str]:
     out = []
     for value in raw:
         if not isinstance(value, str):
@@ -364,7 +364,7 @@ def _addresses(raw: list, name: str, fmt: str) -> list[str]:
         if value == "":
             continue     # dropped (Notifuse)
         if not valid_address(value):
-            raise DeliveryError(V + fmt.format(value))
+            raise DeliveryError(prefix + fmt.format(value))
         out.append(value.strip())
     return out
 
@@ -401,9 +401,9 @@ def parse_email_options(raw, to: str, *, test: bool = False) -> EmailOptions:
         raise DeliveryError(INVALID_BODY)
     _typed(o, EMAIL_OPTION_TYPES)
     p = "" if test else V
-    cc = _addresses(o.get("cc") or [], "cc", "invalid CC email format: {}" if test else
+    cc = _addresses(o.get("cc") or [], p, "invalid CC email format: {}" if test else
                     "cc '{}' must be a valid email address")
-    bcc = _addresses(o.get("bcc") or [], "bcc", "invalid BCC email format: {}" if test else
+    bcc = _addresses(o.get("bcc") or [], p, "invalid BCC email format: {}" if test else
                      "bcc '{}' must be a valid email address")
     reply_to = (o.get("reply_to") or "").strip()
     if reply_to and not valid_address(reply_to):
