@@ -12,10 +12,9 @@ import uuid
 
 from postroom.auth.model import permission_error
 from postroom.contacts import model as contacts_model, store as contacts_store
-from postroom.delivery import integrations, store, transactional as tx
+from postroom.delivery import api as delivery_api, integrations, store, transactional as tx
 from postroom.delivery.model import DeliveryError, Outgoing, Source, resolve_sender
-from postroom.delivery.providers.base import Attachment, Context, Message, SendFailed
-from postroom.delivery.model import SEND_TIMEOUT
+from postroom.delivery.providers.base import Attachment, Message
 from postroom.lists import store as lists_store
 from postroom.platform.errors import RuleError
 from postroom.platform.http import Call, Endpoint, json_response
@@ -132,6 +131,21 @@ def _email_options(opts: tx.EmailOptions, reply_to: str) -> dict:
 
 # ---------------------------------------------------------------- transactional.send (3.7)
 
+async def _settings_of(conn, workspace_id: str) -> dict:
+    workspace = await workspaces_store.get(conn, workspace_id)
+    return (workspace["settings"] if workspace else None) or {}
+
+
+async def _notification_to_send(conn, workspace_id: str, req: tx.SendRequest):
+    """Steps 1 and 2 of 3.7: the live notification, with a channel the request asks for."""
+    notification = await store.get_notification(conn, workspace_id, req.notification_id)
+    if notification is None:
+        raise DeliveryError(f"notification not found: transactional notification not found: {req.notification_id}")
+    if not tx.send_channels(req.channels, notification["channels"]):
+        raise DeliveryError(tx.NO_CHANNEL)
+    return notification
+
+
 async def _provider_of(conn, workspace_id: str, settings: dict):
     provider_id = settings.get("transactional_email_provider_id") or ""
     if not provider_id:
@@ -159,19 +173,14 @@ async def send(call: Call):
     req: tx.SendRequest = call.input
     ws = call.workspace_id
     async with call.pool.acquire() as conn:
-        notification = await store.get_notification(conn, ws, req.notification_id)
-        if notification is None:
-            raise DeliveryError(f"notification not found: transactional notification not found: {req.notification_id}")
-        if not tx.send_channels(req.channels, notification["channels"]):
-            raise DeliveryError(tx.NO_CHANNEL)
+        notification = await _notification_to_send(conn, ws, req)
         message_id = str(uuid.uuid4())
         async with conn.transaction():
             if req.external_id:
                 replayed = await store.lock_external_id(conn, ws, req.external_id)
                 if replayed is not None:
                     return {"message_id": replayed, "success": True}
-            workspace = await workspaces_store.get(conn, ws)
-            settings = (workspace["settings"] if workspace else None) or {}
+            settings = await _settings_of(conn, ws)
             integration = await _provider_of(conn, ws, settings)
             _, contact = await contacts_store.upsert_on(conn, call.pool, ws, req.contact,
                                                         after_write=lists_store.sync_contact_created_at)
@@ -223,8 +232,7 @@ async def test_template(call: Call):
             integration = await store.get_integration(conn, ws, req.integration_id)
         if integration is None:
             return _failed(f"integration not found: {req.integration_id}")
-        workspace = await workspaces_store.get(conn, ws)
-        settings = (workspace["settings"] if workspace else None) or {}
+        settings = await _settings_of(conn, ws)
         found = await contacts_store.get_by_email(conn, ws, req.recipient)
         secret = await _secret(conn, call)
     message_id = str(uuid.uuid4())
@@ -249,32 +257,18 @@ async def test_template(call: Call):
                       attachments=tuple(Attachment(a.filename, a.content, a.content_type, a.disposition)
                                         for a in req.options.attachments),
                       list_unsubscribe_url=req.options.list_unsubscribe_url or None)
-    fake = bool(call.settings.delivery_fake_provider)
-    module = integrations.kind_module(integration["kind"], fake)
     secrets = integrations.unseal(call.settings.key_bytes, ws, integration["id"], integration["secrets"])
-    parsed = module.Settings.parse({**integration["settings"], **secrets})
-    factory = getattr(call.request.app.state, "provider_factory", None)   # tests inject a fake
-    context = None if factory is not None else Context()
-    provider = factory(parsed, integration["kind"]) if factory is not None else \
-        module.connect(parsed, context, integration_id=str(integration["id"]))
-    try:
-        async with asyncio.timeout(SEND_TIMEOUT):
-            sent = await provider.send(message)
-    except SendFailed as exc:
-        return _failed(f"failed to send test email: {exc.status_info}")
-    except TimeoutError:
-        return _failed(f"failed to send test email: timeout after {SEND_TIMEOUT:g} s")
-    finally:
-        await provider.aclose()
-        if context is not None:
-            await context.aclose()
+    sent, failure = await delivery_api.send_now(call, integration["kind"], {**integration["settings"], **secrets},
+                                                message, str(integration["id"]))
+    if failure is not None:
+        return _failed(f"failed to send test email: {failure}")
     out = Outgoing(workspace_id=ws, integration_id=integration["id"], contact_email=req.recipient,
                    from_address=sender["email"], from_name=message.from_name, subject=message.subject,
                    html=result.html, text=result.text, template_id=template["id"],
                    template_version=template["version"], source_type=Source.TEST, message_id=message_id,
                    channel_options=req.options.recorded(), attachments=req.options.attachments, data=data)
     async with call.pool.acquire() as conn:
-        await store.record_sent(conn, call.settings.key_bytes, out, getattr(sent, "provider_message_id", None))
+        await store.record_sent(conn, call.settings.key_bytes, out, sent.provider_message_id)
     return {"success": True}
 
 
