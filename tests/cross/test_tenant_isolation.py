@@ -76,6 +76,8 @@ class Tenant:
     integration_id: str = ""   # an email integration (kind fake)
     message_id: str = ""       # a queued broadcast message
     broadcast_id: str = ""
+    mail_template: str = ""    # an email template's id
+    notification: str = ""     # a transactional notification sending mail_template
     markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
 
     @property
@@ -145,6 +147,15 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
             "senders": [{"email": f"noreply@{tag}.example", "name": f"{tag} sender {x}"}],
             "rate_limit_per_minute": 60}}), 201)
     t.integration_id, t.broadcast_id = integration["integration_id"], f"{tag}_bcast_{x}"
+    t.mail_template, t.notification = f"{tag}_mail_{x}", f"{tag}_note_{x}"
+    secret_values.update(note_name=f"{tag} note {x}", mail_subject=f"{tag} mail subject {x}")
+    await ok(await client.post("/api/templates.create", headers=h, json={
+        "workspace_id": w, "id": t.mail_template, "name": f"{tag} mail {x}", "channel": "email",
+        "category": "transactional", "email": {"editor_mode": "code", "subject": secret_values["mail_subject"],
+                                               "mjml_source": "<mjml><mj-body></mj-body></mjml>"}}), 201)
+    await ok(await client.post("/api/transactional.create", headers=h, json={"workspace_id": w, "notification": {
+        "id": t.notification, "name": secret_values["note_name"],
+        "channels": {"email": {"template_id": t.mail_template}}}}), 201)
     async with pool.acquire() as conn:
         t.message_id, _ = await delivery_store.enqueue(conn, ws._settings.key_bytes, Outgoing(
             workspace_id=w, integration_id=t.integration_id, contact_email=t.own_email,
@@ -155,7 +166,7 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
                  t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, t.integration_id,
                  t.message_id, t.broadcast_id, f"{tag}apikey{x}", f"{tag}label{x}", f"{tag}-msg-ext-{x}",
-                 f"{tag}code{x}", f"{tag}_tpl_{x}", *secret_values.values()]
+                 f"{tag}code{x}", f"{tag}_tpl_{x}", t.mail_template, t.notification, *secret_values.values()]
     return t
 
 
@@ -535,6 +546,41 @@ def delivery_cases(path: str, c: Ctx) -> list[Probe]:
     }[name]
 
 
+def transactional_cases(path: str, c: Ctx) -> list[Probe]:
+    w, a, b = c.a.id, c.a, c.b
+    ghost = {b.notification: "ghost_note"}
+    ghost_integration = "00000000-0000-4000-8000-00000000beef"
+    name = path.rpartition(".")[2]
+    return {
+        "list": [Probe(params={"workspace_id": w}, check=only_a(
+            "SELECT id FROM transactional_notifications WHERE workspace_id = $1",
+            lambda j: [n["id"] for n in j["notifications"]])),
+            Probe(params={"workspace_id": w, "search": b.notification}, swap=ghost, status=200)],
+        "get": [Probe(params={"workspace_id": w, "id": b.notification}, swap=ghost, status=404)],
+        "update": [Probe(body={"workspace_id": w, "id": b.notification, "updates": {"name": "mine"}}, swap=ghost,
+                         status=404)],
+        "delete": [Probe(body={"workspace_id": w, "id": b.notification}, swap=ghost, status=404)],
+        "create": [
+            # B's template is no template of A's
+            Probe(body={"workspace_id": w, "notification": {"id": "mine", "name": "mine", "channels": {
+                "email": {"template_id": b.mail_template}}}}, swap={b.mail_template: "ghost_mail"}, status=400),
+            # B's notification id is free in A
+            Probe(body={"workspace_id": w, "notification": {"id": b.notification, "name": "mine", "channels": {
+                "email": {"template_id": a.mail_template}}}}, swap={b.notification: "ghost_created"}, status=201,
+                late=True)],
+        "send": [Probe(body={"workspace_id": w, "notification": {
+            "id": b.notification, "contact": {"email": "x@a.example"}, "channels": ["email"]}}, swap=ghost,
+            status=400)],
+        "testTemplate": [
+            Probe(body={"workspace_id": w, "template_id": b.mail_template, "integration_id": a.integration_id,
+                        "sender_id": "s", "recipient_email": "t@a.example"}, swap={b.mail_template: "ghost_mail"},
+                  status=404),
+            Probe(body={"workspace_id": w, "template_id": a.mail_template, "integration_id": b.integration_id,
+                        "sender_id": "s", "recipient_email": "t@a.example"},
+                  swap={b.integration_id: ghost_integration}, status=200)],
+    }[name]
+
+
 # Every /api path and public route -> its requests. A path missing here fails the walk.
 CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
@@ -557,6 +603,8 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: delivery_cases for p in ("/api/messages.list", "/api/messages.broadcastStats",
                                    "/api/workspaces.createIntegration", "/api/workspaces.updateIntegration",
                                    "/api/workspaces.deleteIntegration", "/api/email.testProvider")},
+    **{f"/api/transactional.{n}": transactional_cases for n in (
+        "list", "get", "create", "update", "delete", "send", "testTemplate")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

@@ -17,7 +17,7 @@ RESOURCES = (
     "workspace", "message_history", "webhooks",
 )
 # How a 403 names a resource where the contract words it differently from the permission key.
-LABELS = {"message_history": "message history"}
+LABELS = {"message_history": "message history", "transactional": "transactional notifications"}
 API_KEY_TTL = 10 * 365 * 24 * 3600      # API keys are long-lived; revoke by deleting the key
 SESSION_TTL = 30 * 24 * 3600
 ROOT_SIGNIN_SKEW = 60

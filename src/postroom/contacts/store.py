@@ -80,37 +80,44 @@ async def upsert(pool, workspace_id: str, incoming: dict, *, after_write: AfterW
     creates, the rest update. Under heavy contention on one contact it falls back to locking.
     A write that changes created_at runs `after_write` (see AfterWrite) in its transaction.
     """
-    email = incoming["email"]
     async with pool.acquire() as conn:
-        for _ in range(OPTIMISTIC_ATTEMPTS):
-            current = await conn.fetchrow(SELECT_VERSIONED, workspace_id, email)
-            now = dt.datetime.now(dt.timezone.utc)
-            if current is None:
-                new = model.merge(None, incoming, now)
-                event = {"contact": model.to_wire(new)}
-                if await conn.fetchval(CREATE, workspace_id, *_values(new),
-                                       "contact.created", "contact", None, event):
-                    await _maybe_fold_count(conn, workspace_id)
-                    GROWTH.note(pool, 1)
-                    return "created", new
-                continue  # created meanwhile by someone else: merge into theirs
-            old = dict(current)
-            version = str(old.pop("xmin"))
-            new = model.merge(old, incoming, now)
-            if new["created_at"] != old["created_at"]:
-                # The contact moves in list order, and its memberships with it: that takes
-                # the row's lock (see _upsert_locked). Rare: history imports, corrections.
-                return await _upsert_locked(conn, workspace_id, incoming, after_write)
-            changes = model.diff(old, new)
-            if changes:
-                written = await conn.fetchval(UPDATE_IF_VERSION_RECORDED, workspace_id, *_values(new), version,
-                                              "contact.updated", "contact", changes,
-                                              {"contact": model.to_wire(new)})
-            else:
-                written = await conn.execute(UPDATE_IF_VERSION, workspace_id, *_values(new), version) != "UPDATE 0"
-            if written:
-                return "updated", new
-        return await _upsert_locked(conn, workspace_id, incoming, after_write)
+        return await upsert_on(conn, pool, workspace_id, incoming, after_write=after_write)
+
+
+async def upsert_on(conn, pool, workspace_id: str, incoming: dict, *, after_write: AfterWrite) -> tuple[str, dict]:
+    """upsert on the caller's connection, inside its transaction when it has one (a send writes
+    the contact and its message together: a send refused later leaves the contact as it was).
+    `pool` is where the growth statistics refresh runs, outside that transaction."""
+    email = incoming["email"]
+    for _ in range(OPTIMISTIC_ATTEMPTS):
+        current = await conn.fetchrow(SELECT_VERSIONED, workspace_id, email)
+        now = dt.datetime.now(dt.timezone.utc)
+        if current is None:
+            new = model.merge(None, incoming, now)
+            event = {"contact": model.to_wire(new)}
+            if await conn.fetchval(CREATE, workspace_id, *_values(new),
+                                   "contact.created", "contact", None, event):
+                await _maybe_fold_count(conn, workspace_id)
+                GROWTH.note(pool, 1)
+                return "created", new
+            continue  # created meanwhile by someone else: merge into theirs
+        old = dict(current)
+        version = str(old.pop("xmin"))
+        new = model.merge(old, incoming, now)
+        if new["created_at"] != old["created_at"]:
+            # The contact moves in list order, and its memberships with it: that takes
+            # the row's lock (see _upsert_locked). Rare: history imports, corrections.
+            return await _upsert_locked(conn, workspace_id, incoming, after_write)
+        changes = model.diff(old, new)
+        if changes:
+            written = await conn.fetchval(UPDATE_IF_VERSION_RECORDED, workspace_id, *_values(new), version,
+                                          "contact.updated", "contact", changes,
+                                          {"contact": model.to_wire(new)})
+        else:
+            written = await conn.execute(UPDATE_IF_VERSION, workspace_id, *_values(new), version) != "UPDATE 0"
+        if written:
+            return "updated", new
+    return await _upsert_locked(conn, workspace_id, incoming, after_write)
 
 
 async def _upsert_locked(conn, workspace_id: str, incoming: dict, after_write: AfterWrite) -> tuple[str, dict]:

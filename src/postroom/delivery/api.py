@@ -110,24 +110,32 @@ async def test_provider(call: Call):
     sender = model.resolve_sender(spec.senders)
     message = Message(message_id=str(uuid.uuid4()), from_address=sender["email"], from_name=sender["name"], to=to,
                       subject=integrations.TEST_SUBJECT, html=integrations.TEST_HTML)
-    module = integrations.kind_module(spec.kind, fake)
-    parsed = module.Settings.parse({**plain, **secrets})
+    _, failure = await send_now(call, spec.kind, {**plain, **secrets}, message, str(stored["id"]) if stored else None)
+    if failure is not None:
+        return {"success": False, "error": f"failed to test provider: {failure}"}
+    return {"success": True}
+
+
+async def send_now(call: Call, kind: str, settings: dict, message: Message, integration_id: str | None):
+    """One provider call outside the queue (tests of providers and templates): a provider built
+    for this call and closed after it. Returns (Sent, None), or (None, the failure's text)."""
+    module = integrations.kind_module(kind, _fake(call))
+    parsed = module.Settings.parse(settings)
     factory = getattr(call.request.app.state, "provider_factory", None)   # tests inject a fake
     context = None if factory is not None else Context()
-    provider = factory(parsed, spec.kind) if factory is not None else \
-        module.connect(parsed, context, integration_id=str(stored["id"]) if stored else None)
+    provider = factory(parsed, kind) if factory is not None else \
+        module.connect(parsed, context, integration_id=integration_id)
     try:
         async with asyncio.timeout(model.SEND_TIMEOUT):
-            await provider.send(message)
+            return await provider.send(message), None
     except SendFailed as exc:
-        return {"success": False, "error": f"failed to test provider: {exc.status_info}"}
+        return None, exc.status_info
     except TimeoutError:
-        return {"success": False, "error": f"failed to test provider: timeout after {model.SEND_TIMEOUT:g} s"}
+        return None, f"timeout after {model.SEND_TIMEOUT:g} s"
     finally:
         await provider.aclose()
         if context is not None:
             await context.aclose()
-    return {"success": True}
 
 
 ENDPOINTS = [

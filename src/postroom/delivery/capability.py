@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.core import GaugeMetricFamily
 
-from postroom.delivery import api, openapi, store
+from postroom.delivery import api, openapi, store, transactional_api
 from postroom.platform.capability import Capability, Probe
 
 
@@ -22,5 +22,5 @@ def queue_depth(row):
     yield gauge
 
 
-CAPABILITY = Capability("delivery", endpoints=api.ENDPOINTS, operations=openapi.OPERATIONS, schemas=openapi.SCHEMAS,
+CAPABILITY = Capability("delivery", endpoints=[*api.ENDPOINTS, *transactional_api.ENDPOINTS], operations=openapi.OPERATIONS, schemas=openapi.SCHEMAS,
                         loops=[start_loops], probes=[Probe(store.QUEUE_DEPTH, queue_depth)])

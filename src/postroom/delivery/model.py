@@ -8,6 +8,7 @@ The SQL of delivery/store.py interpolates the StrEnums below, so each status is 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import random
 import re
@@ -229,6 +230,11 @@ def resolve_sender(senders: list[Mapping], sender_id: str | None = None) -> Mapp
 
 
 # ---------------------------------------------------------------- what enqueue takes
+
+def checksum(content: bytes) -> str:
+    """An attachment's key: the SHA-256 hex of its bytes (stored once per workspace, 3.7.1)."""
+    return hashlib.sha256(content).hexdigest()
+
 
 @dataclass(frozen=True)
 class QueuedAttachment:

@@ -3,7 +3,7 @@ workspace's email integrations."""
 
 from __future__ import annotations
 
-from postroom.delivery import integrations, model
+from postroom.delivery import integrations, model, transactional as tx
 from postroom.delivery.providers import KINDS
 from postroom.platform import paging
 from postroom.platform.openapi import (BOOLEAN, INTEGER, STRING, TIME, Op, array, limit_param, obj,
@@ -92,3 +92,69 @@ OPERATIONS = {
         ok=obj({"success": BOOLEAN, "error": STRING}, ["success"]), errors=[404]),
 }
 
+
+
+# ---------------------------------------------------------------- transactional notifications (3)
+
+_TRACKING = obj({"enable_tracking": BOOLEAN, **{k: STRING for k in tx.TRACKING_STRINGS}}, ["enable_tracking"])
+_CHANNELS = obj({"email": obj({"template_id": STRING, "settings": {"type": "object"}}, ["template_id"])})
+SCHEMAS["TransactionalNotification"] = obj(
+    {"id": {"type": "string", "maxLength": tx.ID_MAX}, "name": {"type": "string", "maxLength": tx.NAME_MAX},
+     "description": STRING, "channels": _CHANNELS, "tracking_settings": _TRACKING, "metadata": {"type": "object"},
+     "integration_id": STRING, "created_at": TIME, "updated_at": TIME},
+    ["id", "name", "description", "channels", "tracking_settings", "created_at", "updated_at"])
+_ONE = obj({"notification": ref("TransactionalNotification")}, ["notification"])
+_NOTIFICATION_INPUT = obj({"id": STRING, "name": STRING, "description": STRING, "channels": {"type": "object"},
+                           "tracking_settings": {"type": "object"}, "metadata": {"type": "object"}}, closed=False)
+_NULLABLE = {"type": ["object", "null"]}
+_UPDATES = obj({"name": STRING, "description": STRING, "channels": _NULLABLE, "tracking_settings": _NULLABLE,
+                "metadata": {**_NULLABLE, "description": "null clears it"}}, closed=False)
+_ATTACHMENT = obj({"filename": STRING, "content": {"type": "string", "description": "standard base64"},
+                   "content_type": STRING, "disposition": {"type": "string", "enum": ["attachment", "inline"]}},
+                  ["filename", "content"])
+_EMAIL_OPTIONS = obj({"from_name": STRING, "subject": STRING, "subject_preview": STRING, "cc": array(STRING),
+                      "bcc": array(STRING), "reply_to": STRING, "list_unsubscribe_url": STRING,
+                      "attachments": array(_ATTACHMENT, maxItems=tx.ATTACHMENTS_MAX)}, closed=False)
+_SUCCESS = obj({"success": {"const": True}}, ["success"])
+
+OPERATIONS.update({
+    "/api/transactional.list": Op(
+        "The workspace's transactional notifications, newest first", id="listTransactionalNotifications",
+        tag="transactional",
+        params=[param("search", STRING, description="a literal, case-insensitive part of the name or id"),
+                param("limit", STRING, description="a positive integer; anything else means no limit"),
+                param("offset", STRING, description="an integer >= 0; not an integer is ignored")],
+        ok=obj({"notifications": array(ref("TransactionalNotification")), "total": INTEGER},
+               ["notifications", "total"])),
+    "/api/transactional.get": Op(
+        "One transactional notification", id="getTransactionalNotification", tag="transactional",
+        params=[param("id", STRING, True)], ok=_ONE, errors=[404]),
+    "/api/transactional.create": Op(
+        "Create a transactional notification (a deleted one's id may be reused)",
+        id="createTransactionalNotification", tag="transactional", body={"notification": _NOTIFICATION_INPUT},
+        required=["notification"], status=201, ok=_ONE, errors=[409]),
+    "/api/transactional.update": Op(
+        "Change a notification: absent fields are kept, a given object replaces the stored one",
+        id="updateTransactionalNotification", tag="transactional",
+        body={"id": STRING, "updates": _UPDATES}, required=["id", "updates"], ok=_ONE, errors=[404]),
+    "/api/transactional.delete": Op(
+        "Delete a notification (messages already queued are still sent)", id="deleteTransactionalNotification",
+        tag="transactional", body={"id": STRING}, required=["id"], ok=_SUCCESS, errors=[404]),
+    "/api/transactional.send": Op(
+        "Send a notification to one contact: the contact is upserted, the template rendered and the message "
+        "queued; the same external_id always answers the same message_id", id="sendTransactionalNotification",
+        tag="transactional",
+        body={"notification": obj({"id": STRING, "external_id": STRING, "contact": {"type": "object"},
+                                   "channels": array(STRING), "data": {"type": "object"},
+                                   "metadata": {"type": "object"}, "email_options": _EMAIL_OPTIONS},
+                                  ["id", "contact", "channels"], closed=False)},
+        required=["notification"], ok=obj({"message_id": STRING, "success": {"const": True}},
+                                          ["message_id", "success"])),
+    "/api/transactional.testTemplate": Op(
+        "Send a template's test data now through a chosen integration and sender (no queue, no contact written)",
+        id="testTransactionalTemplate", tag="transactional",
+        body={"template_id": STRING, "integration_id": STRING, "sender_id": STRING, "recipient_email": STRING,
+              "language": STRING, "email_options": _EMAIL_OPTIONS},
+        required=["template_id", "integration_id", "sender_id", "recipient_email"],
+        ok=obj({"success": BOOLEAN, "error": STRING}, ["success"]), errors=[404]),
+})

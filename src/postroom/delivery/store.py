@@ -9,13 +9,13 @@ transaction (4.5), through the timeline's and the outbox's own insert_sql.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from postroom.delivery import integrations, model
+from postroom.delivery.model import checksum  # noqa: F401  (store.checksum: where callers look)
 from postroom.delivery.model import Breaker, Budget, Outcome, Outgoing, QueueState, Status
 from postroom.events import store as events
 from postroom.platform import secrets as sealing
@@ -87,10 +87,6 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + $12::interval)
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 
 
-def checksum(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
 async def put_attachments(conn, workspace_id: str, contents: Sequence[bytes]) -> list[str]:
     """Stores attachment bytes once per checksum; returns the checksums in order."""
     sums = [checksum(c) for c in contents]
@@ -127,6 +123,28 @@ async def enqueue(conn, key_bytes: bytes, out: Outgoing, provider_kind: str,
                            out.payload(), max_attempts, model.EXPIRY[out.source_type])
         await conn.execute(NOTIFY)
     return message_id, True
+
+
+# A test send (transactional.testTemplate) is sent before it is recorded: its row starts sent.
+INSERT_SENT_MESSAGE = f"""
+INSERT INTO message_history (workspace_id, id, contact_email, template_id, template_version, channel, message_data,
+                             channel_options, attachments, integration_id, status, attempts, provider_message_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '{Status.SENT}', 1, $11)
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+
+async def record_sent(conn, key_bytes: bytes, out: Outgoing, provider_message_id: str | None) -> None:
+    """The history row of a message a provider already accepted, with its timeline entry."""
+    async with conn.transaction():
+        key = await message_key(conn, out.workspace_id, key_bytes)
+        await put_attachments(conn, out.workspace_id, [a.content for a in out.attachments if a.content is not None])
+        row = await conn.fetchrow(
+            INSERT_SENT_MESSAGE, out.workspace_id, out.message_id, out.contact_email, out.template_id,
+            out.template_version, out.channel, seal_data(key, out.workspace_id, out.message_id, out.data, out.metadata),
+            out.channel_options, [a.ref() for a in out.attachments] or None, out.integration_id, provider_message_id)
+        await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "insert_message_history", ENTITY,
+                           out.message_id, model.insert_changes(row))
 
 
 # ---------------------------------------------------------------- claims (5.6 steps 2-3)
@@ -581,3 +599,112 @@ SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'paused') AS paused
   FROM email_queue
 """
+
+
+# ---------------------------------------------------------------- transactional notifications (3)
+
+NOTIFICATION_COLUMNS = """id, name, description, channels, tracking_settings, metadata, integration_id,
+       created_at, updated_at"""
+
+# A deleted notification's id may be reused: its row is overwritten (3.4). A live one blocks.
+CREATE_NOTIFICATION = f"""
+INSERT INTO transactional_notifications AS n (workspace_id, id, name, description, channels, tracking_settings,
+                                              metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id, id) DO UPDATE
+   SET name = excluded.name, description = excluded.description, channels = excluded.channels,
+       tracking_settings = excluded.tracking_settings, metadata = excluded.metadata, integration_id = NULL,
+       created_at = now(), updated_at = now(), deleted_at = NULL
+ WHERE n.deleted_at IS NOT NULL
+RETURNING {NOTIFICATION_COLUMNS}
+"""
+
+GET_NOTIFICATION = f"""
+SELECT {NOTIFICATION_COLUMNS} FROM transactional_notifications
+ WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+"""
+
+# `search` is matched literally: % _ and \ are escaped (3.2).
+LIST_NOTIFICATIONS = f"""
+SELECT {NOTIFICATION_COLUMNS}, count(*) OVER () AS total
+  FROM transactional_notifications
+ WHERE workspace_id = $1 AND deleted_at IS NULL
+   AND ($2::text IS NULL OR name ILIKE $2 OR id ILIKE $2)
+ ORDER BY created_at DESC, id
+ LIMIT $3 OFFSET $4
+"""
+
+COUNT_NOTIFICATIONS = """
+SELECT count(*) FROM transactional_notifications
+ WHERE workspace_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR name ILIKE $2 OR id ILIKE $2)
+"""
+
+DELETE_NOTIFICATION = """
+UPDATE transactional_notifications SET deleted_at = now(), updated_at = now()
+ WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
+"""
+
+
+def like_pattern(search: str | None) -> str | None:
+    if not search:
+        return None
+    return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def create_notification(conn, workspace_id: str, n: dict):
+    """The new row, or None when a live notification has this id."""
+    return await conn.fetchrow(CREATE_NOTIFICATION, workspace_id, n["id"], n["name"], n["description"],
+                               n["channels"], n["tracking_settings"], n["metadata"])
+
+
+async def get_notification(conn, workspace_id: str, notification_id: str, lock: bool = False):
+    return await conn.fetchrow(GET_NOTIFICATION + (" FOR UPDATE" if lock else ""), workspace_id, notification_id)
+
+
+async def list_notifications(conn, workspace_id: str, search: str | None, limit: int | None,
+                             offset: int) -> tuple[list, int]:
+    pattern = like_pattern(search)
+    rows = await conn.fetch(LIST_NOTIFICATIONS, workspace_id, pattern, limit, offset)
+    total = rows[0]["total"] if rows else await conn.fetchval(COUNT_NOTIFICATIONS, workspace_id, pattern)
+    return rows, total
+
+
+async def update_notification(conn, workspace_id: str, notification_id: str, fields: dict,
+                              check: Callable[[Any], None]):
+    """Applies `fields` (columns -> values, the merge done by the model) to the live notification,
+    locked while `check(row)` decides; None when there is none."""
+    async with conn.transaction():
+        row = await get_notification(conn, workspace_id, notification_id, lock=True)
+        if row is None:
+            return None
+        check(row)
+        if not fields:
+            return row
+        names = list(fields)
+        sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
+        return await conn.fetchrow(
+            f"UPDATE transactional_notifications SET {sets}, updated_at = now()"
+            f" WHERE workspace_id = $1 AND id = $2 RETURNING {NOTIFICATION_COLUMNS}",
+            workspace_id, notification_id, *(fields[n] for n in names))
+
+
+async def delete_notification(conn, workspace_id: str, notification_id: str, check: Callable[[Any], None]) -> bool:
+    async with conn.transaction():
+        row = await get_notification(conn, workspace_id, notification_id, lock=True)
+        if row is None:
+            return False
+        check(row)
+        await conn.execute(DELETE_NOTIFICATION, workspace_id, notification_id)
+    return True
+
+
+# One send of an external id at a time per workspace (3.7 step 3); the partial unique index on
+# message_history backs it. Two int4 keys: hashtext of each, so workspaces never share a lock key
+# space by accident of concatenation.
+LOCK_EXTERNAL_ID = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))"
+
+
+async def lock_external_id(conn, workspace_id: str, external_id: str) -> str | None:
+    """Takes the transaction lock of the key and returns the id of its message, if one exists."""
+    await conn.execute(LOCK_EXTERNAL_ID, workspace_id, external_id)
+    return await conn.fetchval(MESSAGE_BY_EXTERNAL_ID, workspace_id, external_id)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+DEFAULT_MAX_SEND_BODY = 16 * 1024 * 1024
 
 
 class ConfigError(RuntimeError):
@@ -103,6 +104,8 @@ class Settings:
     root_email: str | None = None
     cors_origin: str = "*"
     max_body_bytes: int = DEFAULT_MAX_BODY
+    # transactional.send and .testTemplate: 10 MiB of attachments grow by a third in base64
+    max_send_body_bytes: int = DEFAULT_MAX_SEND_BODY
     api_endpoint: str = ""
     pool_min: int = 2
     pool_max: int = 20
@@ -136,6 +139,7 @@ class Settings:
             root_email=_env("POSTROOM_ROOT_EMAIL", "ROOT_EMAIL"),
             cors_origin=_env("POSTROOM_CORS_ORIGIN") or "*",
             max_body_bytes=_int_env("POSTROOM_MAX_BODY_BYTES", DEFAULT_MAX_BODY),
+            max_send_body_bytes=_int_env("POSTROOM_MAX_SEND_BODY_BYTES", DEFAULT_MAX_SEND_BODY),
             api_endpoint=_env("POSTROOM_API_ENDPOINT") or "",
             pool_min=_int_env("POSTROOM_DB_POOL_MIN", 2),
             pool_max=_int_env("POSTROOM_DB_POOL_MAX", 20),

@@ -116,6 +116,7 @@ class Endpoint:
     # workspace can have is answered like any workspace the caller is not a member of (403).
     parse: Callable[[Call], Any] | None = None
     max_depth: int | None = None  # JSON nesting limit of the body (decode_object)
+    body_limit: str = "max_body_bytes"  # the Settings attribute that bounds the body (413 above it)
 
 
 def workspace_from(value: Any, missing: str, name: str = "workspace_id") -> str:
@@ -161,7 +162,8 @@ class Api:
             return error_response(405, "Method not allowed", {"Allow": endpoint.method})
         body: dict = {}
         if endpoint.method == "POST":
-            body = decode_object(await read_body(request, state.settings.max_body_bytes), endpoint.max_depth)
+            body = decode_object(await read_body(request, getattr(state.settings, endpoint.body_limit)),
+                                 endpoint.max_depth)
         call = Call(request, body, request.query_params, principal, None, state.pool)
         if endpoint.parse is not None:
             call.input = endpoint.parse(call)
