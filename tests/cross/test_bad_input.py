@@ -237,6 +237,8 @@ def valid_body(path: str, s: Seeded) -> dict:
         "/api/webhookSubscriptions.test": {"workspace_id": w, "id": s.sub_id, "event_type": "contact.created"},
         "/api/workspaces.create": {"id": "brand-new-" + w[3:], "name": "Brand new", "settings": {"a": "b"}},
         "/api/workspaces.createAPIKey": {"workspace_id": w, "email_prefix": "robot"},
+        "/api/workspaces.update": {"id": w, "name": "Renamed", "settings": {"a": "b", "email_tracking_enabled": True,
+                                                                      "website_url": "https://acme.test"}},
         "/api/workspaces.createIntegration": {"workspace_id": w, "name": "Other", "type": "email",
                                               "provider": fake_provider()},
         "/api/workspaces.updateIntegration": {"workspace_id": w, "integration_id": s.integration_id, "name": "Renamed",
@@ -468,6 +470,10 @@ FIELDS: dict[str, list[Field]] = {
                                field("settings", {O}), field("settings.a", {S, I, F, T, FA, O, A}),
                                field(("settings", "nested", "k\x00"), {S, I, F, T, FA, O, A}, hint="settings")],
     "/api/workspaces.createAPIKey": [WS_FIELD, field("email_prefix", STRING, True, nul="ro\x00bot")],
+    "/api/workspaces.update": [field("id", STRING, True, nul="ws\x00"), field("name", STRING),
+                               field("settings", {O}), field("settings.a", {S, I, F, T, FA, O, A}),
+                               field("settings.email_tracking_enabled", BOOL, hint="settings"),
+                               field("settings.website_url", STRING, hint="settings")],
     "/api/workspaces.createIntegration": [WS_FIELD, field("name", STRING, True, hint="integration name"),
                                           field("type", STRING, True), field("provider", {O}, True),
                                           *PROVIDER_FIELDS],
@@ -1227,12 +1233,13 @@ async def test_workspace_id_of_another_tenant(client, pool, seeded, new_workspac
     await ok(await client.post("/api/contacts.upsert", headers=other.headers, json={
         "workspace_id": other.id, "contact": {"email": "known@example.com", "first_name": "Other"}}))
     answers = []
+    name = ENDPOINTS[path].workspace_param  # workspace_id, or id (workspaces.update)
     for target in (other.id, "ws-does-not-exist"):
         if method_of(path) == "GET":
-            args = {**params_of(path, seeded), "workspace_id": target}
+            args = {**params_of(path, seeded), name: target}
             body = None
         else:
-            args, body = None, {**valid_body(path, seeded), "workspace_id": target}
+            args, body = None, {**valid_body(path, seeded), name: target}
         async with Unchanged(pool, other.id, totals=True), Unchanged(pool, seeded.id, totals=False):
             r = await send(client, path, seeded, body, params=args)
         assert_json_error(r, 403, FOREIGN)

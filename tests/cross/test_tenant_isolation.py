@@ -436,6 +436,8 @@ def workspaces_cases(path: str, c: Ctx) -> list[Probe]:
         "/api/workspaces.list": [Probe(check=only_a("SELECT $1::text", lambda j: [x["id"] for x in j]))],
         "/api/workspaces.get": [Probe(params={"id": b.id}, swap={b.id: c.nowhere_ws}, status=403)],
         "/api/workspaces.create": [Probe(body={"id": b.id, "name": "mine"}, swap={b.id: c.nowhere_ws}, status=403)],
+        "/api/workspaces.update": [Probe(body={"id": b.id, "name": "mine", "settings": {"a": "b"}},
+                                         swap={b.id: c.nowhere_ws}, status=403)],
         "/api/workspaces.createAPIKey": [
             Probe(body={"workspace_id": c.a.id, "email_prefix": b.key_email.partition("@")[0]},
                   swap={b.key_email.partition("@")[0]: "ghostkey"}, check=api_key_is_a, late=True)],
@@ -595,7 +597,7 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{f"/api/webhookSubscriptions.{n}": webhooks_cases for n in (
         "create", "list", "get", "update", "delete", "toggle", "regenerateSecret", "deliveries", "test", "eventTypes")},
     **{p: workspaces_cases for p in ("/api/workspaces.list", "/api/workspaces.get", "/api/workspaces.create",
-                                     "/api/workspaces.createAPIKey")},
+                                     "/api/workspaces.update", "/api/workspaces.createAPIKey")},
     **{f"/api/{n}": templates_cases for n in (
         "templates.list", "templates.get", "templates.create", "templates.update", "templates.delete",
         "templates.compile", "templateBlocks.list", "templateBlocks.get", "templateBlocks.create",

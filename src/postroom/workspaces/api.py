@@ -50,6 +50,29 @@ async def create_workspace(call: Call):
     return {"workspace": model.to_wire(row)}
 
 
+def _parse_update(call: Call):
+    return model.validate_update(call.body)
+
+
+async def update_workspace(call: Call):
+    """Owners only. Provider ids must name an email integration of the workspace (or be "", which
+    clears the choice). The answer is the workspace object itself, as Notifuse sends it."""
+    if call.membership.role != "owner":
+        raise RuleError("user is not an owner of the workspace", 403)
+    name, settings = call.input
+    async with call.pool.acquire() as conn:
+        for key, label in model.PROVIDER_KEYS.items():
+            chosen = (settings or {}).get(key)
+            if chosen and (delivery_integrations.as_uuid(chosen) is None or
+                           await delivery_store.get_integration(conn, call.workspace_id, chosen) is None):
+                raise RuleError(f"{label} email provider not found: {chosen}")
+        row = await store.update(conn, call.workspace_id, name, settings)
+        if row is None:
+            raise RuleError("Workspace not found", 404)
+        (workspace,) = await _wire(conn, [row])
+    return workspace
+
+
 async def create_api_key(call: Call):
     if call.membership.role != "owner":
         raise RuleError("only an owner of the workspace can create API keys", 403)
@@ -68,5 +91,7 @@ ENDPOINTS = [
     Endpoint("/api/workspaces.list", "GET", list_workspaces, auth="user"),
     Endpoint("/api/workspaces.get", "GET", get_workspace, auth="user"),
     Endpoint("/api/workspaces.create", "POST", create_workspace, auth="user"),
+    Endpoint("/api/workspaces.update", "POST", update_workspace, resource=None, write=True, workspace_param="id",
+             missing_workspace="id is required", parse=_parse_update),
     Endpoint("/api/workspaces.createAPIKey", "POST", create_api_key, resource=None, write=True),
 ]

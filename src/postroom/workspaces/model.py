@@ -32,6 +32,41 @@ def validate_new(body: dict) -> tuple[str, str, dict]:
     return ws_id, name, settings
 
 
+# Settings delivery reads (delivery-contract 1.4): checked when an update sets them.
+PROVIDER_KEYS = {"transactional_email_provider_id": "transactional", "marketing_email_provider_id": "marketing"}
+URL_KEYS = ("custom_endpoint_url", "website_url")
+
+
+def validate_update(body: dict) -> tuple[str | None, dict | None]:
+    """workspaces.update: (the new name or None to keep it, the settings to merge or None).
+    Settings are merged key by key into what is stored (Notifuse replaces the whole object, so
+    a client that knows fewer keys than the server wipes the rest); `template_blocks` is the
+    templates capability's and is ignored (templates contract 2.7)."""
+    name = body.get("name")
+    if name is not None:
+        name = fields.text(name, "name", 255, WorkspaceError)
+    settings = body.get("settings")
+    if settings is None:
+        return name, None
+    if not isinstance(settings, dict):
+        raise WorkspaceError("settings must be an object")
+    problem = jsonenc.storage_problem(settings)
+    if problem:
+        raise WorkspaceError(f"settings {problem}")
+    settings = {k: v for k, v in settings.items() if k != "template_blocks"}
+    for key in PROVIDER_KEYS:
+        if key in settings and not isinstance(settings[key], str):
+            raise WorkspaceError(f"settings.{key} must be a string")
+    if "email_tracking_enabled" in settings and not isinstance(settings["email_tracking_enabled"], bool):
+        raise WorkspaceError("settings.email_tracking_enabled must be a boolean")
+    for key in URL_KEYS:
+        value = settings.get(key)
+        if value not in (None, "") and not (isinstance(value, str) and
+                                            value.lower().startswith(("http://", "https://")) and "\n" not in value):
+            raise WorkspaceError(f"settings.{key} must be an http or https URL")
+    return name, settings
+
+
 def api_key_email(workspace_id: str, prefix) -> str:
     if not isinstance(prefix, str) or not prefix.strip():
         raise WorkspaceError("email_prefix is required")

@@ -25,6 +25,13 @@ OPERATIONS = {
               "settings": {"type": ["object", "null"]}},
         required=["id", "name"],
         ok=obj({"workspace": ref("Workspace")}, ["workspace"]), errors=[403, 409]),
+    "/api/workspaces.update": Op(
+        "Rename a workspace and change its settings (owners only)", id="updateWorkspace", tag="workspaces",
+        description="Settings are merged key by key into the stored ones; `template_blocks` is ignored. "
+                    "`transactional_email_provider_id` and `marketing_email_provider_id` must name an email "
+                    "integration of the workspace, or be empty. The answer is the workspace object itself.",
+        body={"name": {"type": "string", "maxLength": 255}, "settings": {"type": ["object", "null"]}},
+        ok=ref("Workspace"), errors=[404]),
     "/api/workspaces.createAPIKey": Op(
         "Create an API key of the workspace (owners only)", id="createWorkspaceAPIKey", tag="workspaces",
         body={"email_prefix": {"type": "string", "description": "up to 64 of a-z, 0-9, '.', '_' and '-'"}},

@@ -21,10 +21,22 @@ SELECT {', '.join('w.' + c.strip() for c in COLUMNS.split(','))}
 
 COUNT = "SELECT count(*) FROM workspaces"
 
+# The settings given are merged into the stored ones, key by key.
+UPDATE = f"""
+UPDATE workspaces SET name = coalesce($2, name), settings = settings || coalesce($3::jsonb, '{{}}'), updated_at = now()
+ WHERE id = $1
+RETURNING {COLUMNS}
+"""
+
 
 async def create(conn, ws_id: str, name: str, settings: dict):
     """The new workspace, or None when the id is taken."""
     return await conn.fetchrow(CREATE, ws_id, name, settings)
+
+
+async def update(conn, ws_id: str, name: str | None, settings: dict | None):
+    """The workspace after the change, or None when it does not exist."""
+    return await conn.fetchrow(UPDATE, ws_id, name, settings)
 
 
 async def get(conn, ws_id: str):
