@@ -239,6 +239,7 @@ class Load:
     client_cpu: float = 0.0    # CPU seconds the load generator itself used while measuring
     watched_cpu: float | None = None  # CPU seconds of `watch_pid` (e.g. the server) while measuring
     machine_cores: float = 0.0  # cores busy on the whole machine while measuring
+    answered_at: list[float] = field(default_factory=list)  # wall-clock time each answer arrived
 
 
 async def run_load(port: int, requests: list[bytes], *, concurrency: int, warmup: list[bytes] = (),
@@ -325,6 +326,7 @@ class _Conn(asyncio.Protocol):
 async def _drive(port, requests, concurrency, markers, watch_pid) -> Load:
     loop = asyncio.get_running_loop()
     latencies = [0.0] * len(requests)
+    answered = [0.0] * len(requests)
     statuses: dict[int, int] = {}
     found = dict.fromkeys(markers, 0)
     errors: list[str] = []
@@ -352,6 +354,7 @@ async def _drive(port, requests, concurrency, markers, watch_pid) -> Load:
                 conn = await connect()
                 continue
             latencies[i] = clock() - t0
+            answered[i] = time.time()
             statuses[status] = statuses.get(status, 0) + 1
             if status >= 300 and len(errors) < 5:
                 errors.append(f"request {i}: {status} {body[:300]!r}")
@@ -367,7 +370,7 @@ async def _drive(port, requests, concurrency, markers, watch_pid) -> Load:
     client_cpu, machine1 = time.process_time() - cpu0, cpu_times()
     watched = proc_cpu_seconds(watch_pid) - watched0 if watch_pid else None
     return Load(Figures(len(requests), seconds, latencies), statuses, found, errors, client_cpu, watched,
-                machine_busy(machine0, machine1))
+                machine_busy(machine0, machine1), answered)
 
 
 async def run_tasks(work, items: list, concurrency: int) -> Figures:
