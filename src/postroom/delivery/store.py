@@ -8,6 +8,8 @@ transaction (4.5), through the timeline's and the outbox's own insert_sql.
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as _dt
 import json
 import uuid
@@ -78,10 +80,14 @@ MESSAGE_BY_EXTERNAL_ID = "SELECT id FROM message_history WHERE workspace_id = $1
 
 INSERT_TIMELINE = timeline.insert_sql("VALUES ($1, $2, $3, $4, $5, $6)")
 
-INSERT_QUEUE = """
-INSERT INTO email_queue (workspace_id, priority, source_type, source_id, integration_id, provider_kind,
-                         contact_email, message_id, template_id, payload, max_attempts, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + $12::interval)
+# The queue row and the workers' wake-up (delivered at commit) in one round trip.
+INSERT_QUEUE = f"""
+WITH queued AS (
+    INSERT INTO email_queue (workspace_id, priority, source_type, source_id, integration_id, provider_kind,
+                             contact_email, message_id, template_id, payload, max_attempts, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + $12::interval)
+    RETURNING 1)
+SELECT pg_notify('{CHANNEL}', '') FROM queued
 """
 
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
@@ -102,7 +108,9 @@ async def enqueue(conn, key_bytes: bytes, out: Outgoing, provider_kind: str,
     own when the caller has none), and wakes the send loops at commit. Returns (message id, created):
     with an external id already recorded, nothing is written and that message's id comes back."""
     message_id = out.message_id or str(uuid.uuid4())
-    async with conn.transaction():
+    # Inside the caller's transaction no savepoint is taken (two round trips a message): any
+    # failure here aborts that transaction anyway, and a replayed external id writes nothing.
+    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
         key = await message_key(conn, out.workspace_id, key_bytes)
         stored = [a.content for a in out.attachments if a.content is not None]
         await put_attachments(conn, out.workspace_id, stored)
@@ -121,7 +129,6 @@ async def enqueue(conn, key_bytes: bytes, out: Outgoing, provider_kind: str,
         await conn.execute(INSERT_QUEUE, out.workspace_id, priority, out.source_type.value, out.source_id,
                            out.integration_id, provider_kind, out.contact_email, message_id, out.template_id,
                            out.payload(), max_attempts, model.EXPIRY[out.source_type])
-        await conn.execute(NOTIFY)
     return message_id, True
 
 
