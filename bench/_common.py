@@ -11,6 +11,7 @@ import contextlib
 import os
 import pickle
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -214,6 +215,32 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def start_workers(env: dict[str, str], n: int = 1) -> list[subprocess.Popen]:
+    """`n` `postroom worker` processes with `env` (database and secret key), each with its output in
+    a temporary file (`proc.log`)."""
+    procs = []
+    for _ in range(n):
+        log = tempfile.TemporaryFile()
+        proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "worker"], env={**os.environ, **env},
+                                start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        proc.log = log  # type: ignore[attr-defined]
+        procs.append(proc)
+    return procs
+
+
+def stop_processes(procs) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL for any still running after 30 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
 
 
 # ---------------------------------------------------------------- the HTTP load generator

@@ -29,9 +29,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 
 import _common as bench
@@ -65,24 +62,6 @@ async def serve_sink(handler) -> tuple[asyncio.AbstractServer, int]:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SMTP(handler, hostname="sink.bench"), "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
-
-
-def start_worker(env: dict) -> subprocess.Popen:
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "postroom.cli", "worker"], env={**os.environ, **env},
-                            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    proc.log = log  # type: ignore[attr-defined]
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 async def api(client, path: str, body: dict, status: int = 200) -> dict:
@@ -169,7 +148,7 @@ async def main(args) -> None:
         try:
             await server.ready()
             token = await set_up(server, pool, sink_port, args.connections)
-            worker = start_worker(server.env)
+            (worker,) = bench.start_workers(server.env)
             await asyncio.sleep(2.0)  # let the worker connect and settle
             if worker.poll() is not None:
                 worker.log.seek(0)
@@ -183,7 +162,7 @@ async def main(args) -> None:
             server_kb, worker_kb = server.peak_rss_kb(), bench.proc_status(worker.pid, "VmHWM")
         finally:
             if worker is not None:
-                stop(worker)
+                bench.stop_processes([worker])
             await pool.close()
             server.stop()
             sink.close()

@@ -26,11 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 
 import msgspec
@@ -80,29 +75,6 @@ class Receiver(asyncio.Protocol):
                 Receiver.done.set()
 
 
-def start_workers(dsn: str, secret_key: str, n: int) -> list[subprocess.Popen]:
-    env = {**os.environ, "POSTROOM_DATABASE_URL": dsn, "POSTROOM_SECRET_KEY": secret_key}
-    procs = []
-    for _ in range(n):
-        log = tempfile.TemporaryFile()
-        procs.append(subprocess.Popen([sys.executable, "-m", "postroom.cli", "worker"], env=env,
-                                      start_new_session=True, stdout=log, stderr=subprocess.STDOUT))
-        procs[-1].log = log  # type: ignore[attr-defined]
-    return procs
-
-
-def stop_workers(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-
-
 async def main(args) -> None:
     import secrets as pysecrets
 
@@ -129,7 +101,7 @@ async def main(args) -> None:
             pool, signing_key(secret_key), "bench", model.new_subscription_id(), secret,
             {"name": "bench", "url": f"http://127.0.0.1:{port}/hook", "event_types": ["contact.created"],
              "custom_event_filters": None})
-        procs = start_workers(dsn, secret_key, args.workers)
+        procs = bench.start_workers({"POSTROOM_DATABASE_URL": dsn, "POSTROOM_SECRET_KEY": secret_key}, args.workers)
         try:
             await asyncio.sleep(2.0)  # let the workers connect and settle
             for p in procs:
@@ -162,7 +134,7 @@ async def main(args) -> None:
             last_arrival = max(Receiver.arrivals.values(), default=last_write)
             live_arrivals = dict(Receiver.arrivals)
             # capacity: a backlog written while no worker runs, then drained
-            stop_workers(procs)
+            bench.stop_processes(procs)
             procs = []
             backlog = [f"later{i}@bench.example.com" for i in range(args.count)]
             queue = iter(backlog)
@@ -175,7 +147,7 @@ async def main(args) -> None:
             await asyncio.gather(*(backlog_writer() for _ in range(args.concurrency)))
             Receiver.arrivals = {}
             Receiver.done = asyncio.Event()
-            procs = start_workers(dsn, secret_key, args.workers)
+            procs = bench.start_workers({"POSTROOM_DATABASE_URL": dsn, "POSTROOM_SECRET_KEY": secret_key}, args.workers)
             try:
                 await asyncio.wait_for(Receiver.done.wait(), timeout=max(60.0, args.count / 100))
             except TimeoutError:
@@ -184,7 +156,7 @@ async def main(args) -> None:
             times = sorted(Receiver.arrivals.values())
             drain_seconds = times[-1] - times[0] if len(times) > 1 else 0.0
         finally:
-            stop_workers(procs)
+            bench.stop_processes(procs)
             await pool.close()
             server.close()
     Receiver.arrivals = live_arrivals
