@@ -23,7 +23,8 @@ from email.utils import format_datetime
 
 import idna
 
-from postroom.delivery.providers.base import Attachment, Message, SendFailed, display_from, encoded_word
+from postroom.delivery.providers.base import (Attachment, Message, SendFailed, display_from, encoded_word,
+                                             has_line_break)
 from postroom.platform.errors import RuleError
 
 # Top-level headers are stored verbatim (`set_raw`) and written as they are: the From and Subject
@@ -42,19 +43,13 @@ class MessageError(RuleError):
 def check_header_value(field: str, value: str) -> None:
     """Refuses a CR or LF in a value that ends up in a header (subject, a name, an address, a
     filename): `<field> must not contain CR or LF characters`."""
-    if "\r" in value or "\n" in value:
+    if has_line_break(value):
         raise MessageError(f"{field} must not contain CR or LF characters")
 
 
 def check(message: Message) -> None:
     """Every header value of `message`, in the order the headers are written."""
-    fields = [("from_name", message.from_name), ("from_address", message.from_address),
-              ("to", message.to), *(("cc", a) for a in message.cc), *(("bcc", a) for a in message.bcc),
-              ("reply_to", message.reply_to or ""), ("subject", message.subject),
-              ("message_id", message.message_id), ("list_unsubscribe_url", message.list_unsubscribe_url or "")]
-    fields += [(f"attachment {i} filename", a.filename) for i, a in enumerate(message.attachments)]
-    fields += [(f"attachment {i} content_type", a.content_type) for i, a in enumerate(message.attachments)]
-    for field, value in fields:
+    for field, value in message.header_fields():
         check_header_value(field, value)
 
 

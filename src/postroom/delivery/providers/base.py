@@ -137,6 +137,17 @@ class Message:
     def attached(self) -> tuple[Attachment, ...]:
         return tuple(a for a in self.attachments if a.disposition != "inline")
 
+    def header_fields(self) -> list[tuple[str, str]]:
+        """Every value that becomes a header (or an API field a provider turns into one), named,
+        in the order the headers are written: what a CR or LF must never reach."""
+        fields = [("from_name", self.from_name), ("from_address", self.from_address), ("to", self.to),
+                  *(("cc", a) for a in self.cc), *(("bcc", a) for a in self.bcc),
+                  ("reply_to", self.reply_to or ""), ("subject", self.subject), ("message_id", self.message_id),
+                  ("list_unsubscribe_url", self.list_unsubscribe_url or "")]
+        fields += [(f"attachment {i} filename", a.filename) for i, a in enumerate(self.attachments)]
+        fields += [(f"attachment {i} content_type", a.content_type) for i, a in enumerate(self.attachments)]
+        return fields
+
     def headers(self) -> dict[str, str]:
         """The custom headers every kind that takes them carries: X-Message-ID and the
         List-Unsubscribe pair (the Post half only for an http(s) URL, RFC 8058)."""
@@ -218,17 +229,17 @@ def retry_after(value: str | None, default: float = THROTTLE_DEFAULT) -> float:
     return max(0.0, when.timestamp() - time.time())
 
 
+def has_line_break(value: str) -> bool:
+    return "\r" in value or "\n" in value
+
+
 def refuse_line_breaks(kind: str, message: Message) -> None:
-    """A CR or LF in any value that becomes a header (or an API field a provider turns into one)
-    could add headers of the sender's choosing: the message is refused, never sent."""
-    values = {"from_address": message.from_address, "from_name": message.from_name, "to": message.to,
-              "subject": message.subject, "reply_to": message.reply_to or "", "message_id": message.message_id,
-              "list_unsubscribe_url": message.list_unsubscribe_url or "",
-              "cc": " ".join(message.cc), "bcc": " ".join(message.bcc),
-              "attachments": " ".join(a.filename + " " + a.content_type for a in message.attachments)}
-    for name, value in values.items():
-        if "\r" in value or "\n" in value:
-            raise SendFailed("message", f"{kind}: {name} holds a line break")
+    """A CR or LF in a header value could add headers of the sender's choosing: the message is
+    refused, never sent."""
+    for name, value in message.header_fields():
+        if has_line_break(value):
+            shown = "attachments" if name.startswith("attachment ") else name
+            raise SendFailed("message", f"{kind}: {shown} holds a line break")
 
 
 def b64(content: bytes) -> str:

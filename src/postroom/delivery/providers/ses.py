@@ -13,7 +13,6 @@ every send.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import time
@@ -26,7 +25,7 @@ import httpx
 from postroom.delivery import mime, sigv4
 from postroom.delivery.providers.base import (
     STATUS_INFO_MAX, THROTTLE_QUOTA, Class, Context, Message, ProviderConfigError, SendFailed,
-    Sent, display_from, retry_after, status_info, string_setting,
+    Sent, b64, display_from, retry_after, status_info, string_setting,
 )
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ def send_raw_email_params(message: Message) -> dict[str, str]:
     """Destinations names every recipient, cc included (Notifuse leaves the cc out when there is a
     bcc, and those cc never get the mail)."""
     return {"Action": "SendRawEmail", "Version": VERSION,
-            "RawMessage.Data": base64.b64encode(mime.to_bytes(message)).decode("ascii"),
+            "RawMessage.Data": b64(mime.to_bytes(message)),
             **_members("Destinations", (mime.ascii_address(a) for a in message.envelope))}
 
 
