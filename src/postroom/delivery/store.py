@@ -521,6 +521,11 @@ LIST_INTEGRATIONS = f"""
 SELECT {INTEGRATION_COLUMNS} FROM email_integrations WHERE workspace_id = $1 ORDER BY created_at, id
 """
 
+INTEGRATIONS_OF = f"""
+SELECT workspace_id, {INTEGRATION_COLUMNS} FROM email_integrations WHERE workspace_id = ANY($1::text[])
+ ORDER BY workspace_id, created_at, id
+"""
+
 CREATE_INTEGRATION = f"""
 INSERT INTO email_integrations (workspace_id, id, name, kind, settings, secrets, secret_fields, senders,
                                 rate_limit_per_minute, max_concurrency)
@@ -564,6 +569,14 @@ INTEGRATION_EXISTS = "SELECT 1 FROM email_integrations WHERE workspace_id = $1 A
 
 async def list_integrations(conn, workspace_id: str) -> list:
     return await conn.fetch(LIST_INTEGRATIONS, workspace_id)
+
+
+async def integrations_of(conn, workspace_ids: list[str]) -> dict[str, list]:
+    """workspace id -> its integrations in creation order, for many workspaces in one query."""
+    out: dict[str, list] = {}
+    for row in await conn.fetch(INTEGRATIONS_OF, workspace_ids):
+        out.setdefault(row["workspace_id"], []).append(row)
+    return out
 
 
 async def get_integration(conn, workspace_id: str, integration_id: str):
