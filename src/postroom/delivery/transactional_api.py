@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 from postroom.auth.model import permission_error
 from postroom.contacts import model as contacts_model, store as contacts_store
@@ -29,7 +31,11 @@ EMAIL_HMAC_SECRET = "email_hmac"
 
 
 def _allowed(call: Call, resource: str, write: bool) -> None:
-    denied = permission_error(call.membership, resource, write)
+    _permitted(call.membership, resource, write)
+
+
+def _permitted(membership, resource: str, write: bool) -> None:
+    denied = permission_error(membership, resource, write)
     if denied:
         raise RuleError(denied, 403)
 
@@ -96,12 +102,15 @@ async def delete_notification(call: Call):
 # ---------------------------------------------------------------- what a send renders with
 
 def _endpoint(call: Call, settings: dict) -> str:
-    return templates_model.public_endpoint(settings, call.settings.api_endpoint or str(call.request.base_url))
+    return templates_model.public_endpoint(settings, _base_url(call))
 
 
-async def _secret(conn, call: Call) -> str:
-    return (await ws_secrets.workspace_secret(conn, call.workspace_id, call.settings.key_bytes,
-                                              EMAIL_HMAC_SECRET)).hex()
+def _base_url(call: Call) -> str:
+    return call.settings.api_endpoint or str(call.request.base_url)
+
+
+async def _secret(conn, workspace_id: str, key_bytes: bytes) -> str:
+    return (await ws_secrets.workspace_secret(conn, workspace_id, key_bytes, EMAIL_HMAC_SECRET)).hex()
 
 
 def _render_options(opts: tx.EmailOptions, endpoint: str, message_id: str, workspace_id: str, tracking: bool,
@@ -165,48 +174,69 @@ async def _email_template(conn, workspace_id: str, template_id: str):
     return template
 
 
+@dataclass(frozen=True)
+class Sender:
+    """Who sends and through what: everything the send flow needs besides the request, so the
+    API handler and the SMTP bridge (delivery/bridge.py) run the one flow."""
+    pool: Any
+    settings: Any          # postroom.platform.config.Settings
+    workspace_id: str
+    membership: Any        # postroom.auth.model.Membership of the caller in the workspace
+    base_url: str          # the server's own URL, when the workspace names no API endpoint
+
+    @classmethod
+    def of(cls, call: Call) -> "Sender":
+        return cls(call.pool, call.settings, call.workspace_id, call.membership, _base_url(call))
+
+
 async def send(call: Call):
+    message_id = await send_notification(Sender.of(call), call.input)
+    return {"message_id": message_id, "success": True}
+
+
+async def send_notification(sender: Sender, req: tx.SendRequest) -> str:
     """Steps 1-9 of 3.7: steps 3-9 in one transaction, so a send refused at any step (a template
     that does not render, say) leaves the contact and the history as they were, and an external
-    id's lock is held until its message is committed."""
-    _allowed(call, "contacts", True)
-    req: tx.SendRequest = call.input
-    ws = call.workspace_id
-    async with call.pool.acquire() as conn:
+    id's lock is held until its message is committed. Returns the message id (the first one's,
+    for a replayed external id)."""
+    _permitted(sender.membership, "contacts", True)
+    ws = sender.workspace_id
+    key_bytes = sender.settings.key_bytes
+    async with sender.pool.acquire() as conn:
         notification = await _notification_to_send(conn, ws, req)
         message_id = str(uuid.uuid4())
         async with conn.transaction():
             if req.external_id:
                 replayed = await store.lock_external_id(conn, ws, req.external_id)
                 if replayed is not None:
-                    return {"message_id": replayed, "success": True}
+                    return replayed
             settings = await _settings_of(conn, ws)
             integration = await _provider_of(conn, ws, settings)
-            _, contact = await contacts_store.upsert_on(conn, call.pool, ws, req.contact,
+            _, contact = await contacts_store.upsert_on(conn, sender.pool, ws, req.contact,
                                                         after_write=lists_store.sync_contact_created_at)
             template = await _email_template(conn, ws, notification["channels"]["email"].get("template_id") or "")
             part = templates_model.variant(template, contact.get("language"),
                                            templates_model.workspace_languages(settings)[1])
-            endpoint = _endpoint(call, settings)
-            data = template_data(Sending(ws, endpoint, settings.get("website_url"), await _secret(conn, call),
+            endpoint = templates_model.public_endpoint(settings, sender.base_url)
+            data = template_data(Sending(ws, endpoint, settings.get("website_url"), await _secret(conn, ws, key_bytes),
                                          message_id, int(time.time()), data=req.data,
                                          contact=contacts_model.to_wire(contact)))
             options = _render_options(req.options, endpoint, message_id, ws, tx.tracking_enabled(settings),
                                       tx.utm_of(notification["tracking_settings"], template["id"]))
             result = await _render(part, data, options, bool(req.options.subject))
-            sender = resolve_sender(integration["senders"], part.get("sender_id"))
+            from_sender = resolve_sender(integration["senders"], part.get("sender_id"))
             out = Outgoing(
                 workspace_id=ws, integration_id=integration["id"], contact_email=req.contact["email"],
-                from_address=sender["email"], from_name=req.options.from_name or sender["name"],
+                from_address=from_sender["email"], from_name=req.options.from_name or from_sender["name"],
                 subject=result.subject or "", html=result.html, text=result.text, template_id=template["id"],
                 template_version=template["version"], source_type=Source.TRANSACTIONAL,
                 source_id=notification["id"], message_id=message_id, external_id=req.external_id,
                 email_options=_email_options(req.options, req.options.reply_to or part.get("reply_to") or ""),
                 channel_options=req.options.recorded(), attachments=req.options.attachments, data=data,
                 metadata=req.metadata)
-            sent_id, _ = await store.enqueue(conn, call.settings.key_bytes, out, integration["kind"],
-                                             call.settings.delivery_max_attempts)
-    return {"message_id": sent_id, "success": True}
+            sent_id, _ = await store.enqueue(conn, key_bytes, out, integration["kind"],
+                                             sender.settings.delivery_max_attempts)
+    return sent_id
 
 
 # ---------------------------------------------------------------- transactional.testTemplate (3.9)
@@ -234,7 +264,7 @@ async def test_template(call: Call):
             return _failed(f"integration not found: {req.integration_id}")
         settings = await _settings_of(conn, ws)
         found = await contacts_store.get_by_email(conn, ws, req.recipient)
-        secret = await _secret(conn, call)
+        secret = await _secret(conn, ws, call.settings.key_bytes)
     message_id = str(uuid.uuid4())
     endpoint = _endpoint(call, settings)
     # Notifuse's placeholder list, kept, so unsubscribe links render in a test (3.9)
