@@ -5,6 +5,7 @@ outbox events and timeline entries."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 import uuid
 
@@ -382,3 +383,22 @@ async def test_an_outage_costs_five_calls_then_probes_and_loses_nothing(ws, pool
     assert len(during) >= 6 and gaps and all(g >= 0.29 for g in gaps), gaps  # five calls, then one probe a cooldown
     assert gaps == sorted(gaps) or len(gaps) == 1                 # growing gaps: the cooldown doubles
     assert [(await message(pool, ws.id, i))["status"] for i in ids] == ["sent"] * 10
+
+
+async def test_an_engagement_timestamp_is_set_once_with_one_timeline_entry(ws, pool, settings):
+    s = fast(settings)
+    iid = await make_integration(pool, s, ws.id)
+    mid = await enqueue(pool, s, ws.id, iid)
+    first = datetime.datetime(2026, 12, 1, 10, 0, tzinfo=datetime.timezone.utc)
+    async with pool.acquire() as conn:
+        row = await store.mark_message(conn, ws.id, mid, "opened_at", first)
+        assert row is not None and row["opened_at"] == first and row["id"] == mid
+        # a second report, later: the first one stands and nothing more is written
+        assert await store.mark_message(conn, ws.id, mid, "opened_at", first + datetime.timedelta(hours=1)) is None
+        assert await store.mark_message(conn, ws.id, "no-such-message", "opened_at", first) is None
+        with pytest.raises(KeyError):
+            await store.mark_message(conn, ws.id, mid, "status", first)
+    assert (await message(pool, ws.id, mid))["opened_at"] == first
+    entries = await timeline_of(pool, ws.id, mid)
+    assert [k for k, _ in entries].count("update_message_history") == 1
+    assert entries[-1][1]["opened_at"]["new"].startswith("2026-12-01T10:00:00")

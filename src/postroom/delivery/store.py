@@ -728,3 +728,40 @@ async def lock_external_id(conn, workspace_id: str, external_id: str) -> str | N
     """Takes the transaction lock of the key and returns the id of its message, if one exists."""
     await conn.execute(LOCK_EXTERNAL_ID, workspace_id, external_id)
     return await conn.fetchval(MESSAGE_BY_EXTERNAL_ID, workspace_id, external_id)
+
+
+# ---------------------------------------------------------------- what happened after sending (4.2, 4.5)
+
+# The timestamps that engagement (opens, clicks, unsubscribes) and provider reports (deliveries,
+# bounces, complaints) set on a message. Each is set once: the first report wins.
+ENGAGEMENT_COLUMNS = ("delivered_at", "opened_at", "clicked_at", "bounced_at", "complained_at", "unsubscribed_at")
+
+
+def _mark_sql(column: str) -> str:
+    if column not in ENGAGEMENT_COLUMNS:
+        raise ValueError(f"not an engagement column: {column}")
+    # The row lock of the UPDATE orders two concurrent first reports: the second sees the column
+    # set and changes nothing.
+    return f"""
+WITH marked AS (
+    UPDATE message_history SET {column} = $3, updated_at = now()
+     WHERE workspace_id = $1 AND id = $2 AND {column} IS NULL
+    RETURNING {MESSAGE_COLUMNS}
+),
+entry AS (
+    {timeline.insert_sql(f"SELECT $1, contact_email, 'update_message_history', '{ENTITY}', id, "
+                         f"jsonb_build_object('{column}', jsonb_build_object('new', {column})) FROM marked")}
+)
+SELECT * FROM marked
+"""
+
+
+_MARK = {column: _mark_sql(column) for column in ENGAGEMENT_COLUMNS}
+
+
+async def mark_message(conn, workspace_id: str, message_id: str, column: str, at: _dt.datetime):
+    """Sets one of ENGAGEMENT_COLUMNS of a message to `at` when it is still empty, with its timeline
+    entry (update_message_history), in the caller's transaction. Returns the message row when this
+    call set it, None when it was already set or the message does not exist: the caller writes its
+    outbox event (email.opened, email.delivered, ...) only for a row, so a repeated report counts once."""
+    return await conn.fetchrow(_MARK[column], workspace_id, message_id, at)
