@@ -89,7 +89,7 @@ async def test_sent_message_events_timeline_and_provider_call(ws, pool, settings
 
 
 async def test_retries_back_off_then_send(ws, pool, settings):
-    s = fast(settings)
+    s = fast(settings, delivery_retry_base=0.5)   # long enough to see "not due yet" on a loaded machine
     iid = await make_integration(pool, s, ws.id)
     mid = await enqueue(pool, s, ws.id, iid)
     fake = Fake([Step("provider", "fake: HTTP 503"), Step("deferred", "fake: 451 busy")])

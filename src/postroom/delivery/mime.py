@@ -17,8 +17,10 @@ to IDNA, and a non-ASCII local part is a `MessageError` too.
 from __future__ import annotations
 
 import datetime
+import secrets
+from email import quoprimime
 from email.message import EmailMessage, MIMEPart
-from email.policy import SMTP
+from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
 
 import idna
@@ -27,10 +29,23 @@ from postroom.delivery.providers.base import (Attachment, Message, SendFailed, d
                                              has_line_break)
 from postroom.platform.errors import RuleError
 
-# Top-level headers are stored verbatim (`set_raw`) and written as they are: the From and Subject
-# forms are the shared ones of base.py (names quoted, RFC 2047 B words), which the email package
-# would otherwise decode and re-encode its own way.
-POLICY = SMTP.clone(refold_source="none")
+
+
+class _Written(EmailPolicy):
+    """Headers are stored as written (`set_raw`) and read back as they are. The default policy
+    parses a header into an object on every read, and the generator reads each part's
+    Content-Type and Content-Transfer-Encoding several times: half the time of a message."""
+
+    def header_fetch_parse(self, name, value):
+        return value
+
+
+# Headers are written as they are: the From and Subject forms are the shared ones of base.py (names
+# quoted, RFC 2047 B words), which the email package would otherwise decode and re-encode its own
+# way. Files (set_content) use the standard SMTP policy, which writes their RFC 2231 parameters.
+POLICY = _Written(linesep=SMTP.linesep, refold_source="none")
+# "=_" cannot start a quoted-printable or base64 line of a part, so no body line can equal a boundary.
+BOUNDARY_PREFIX = "=_pr"
 
 
 class MessageError(RuleError):
@@ -99,7 +114,7 @@ def build(message: Message, now: datetime.datetime | None = None) -> EmailMessag
     for name, value in headers(message, now):
         top.set_raw(name, value)
     body = _body(message)
-    for name, value in body.items():
+    for name, value in body.raw_items():
         top.set_raw(name, value)
     top.set_payload(body.get_payload())
     return top
@@ -139,8 +154,15 @@ def _body(message: Message) -> MIMEPart:
 
 
 def _text(text: str, subtype: str) -> MIMEPart:
+    """UTF-8 in quoted-printable, lines ending in CRLF on the wire. The headers are set as written
+    and the body encoded with the email package's own quoted-printable codec: what
+    `set_content(..., cte="quoted-printable")` produces, without parsing back the headers it has
+    just made (a third of the worker's time per message)."""
     part = MIMEPart(policy=POLICY)
-    part.set_content(text, subtype=subtype, charset="utf-8", cte="quoted-printable")
+    part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
+    part.set_raw("Content-Transfer-Encoding", "quoted-printable")
+    lines = text.encode("utf-8").splitlines()
+    part.set_payload(quoprimime.body_encode(b"\n".join(lines).decode("latin-1") + "\n", POLICY.max_line_length))
     return part
 
 
@@ -148,7 +170,7 @@ def _file(attachment: Attachment) -> MIMEPart:
     """One file in base64 (76-character lines); the email package writes the filename with RFC 2231
     when it is not ASCII."""
     maintype, subtype = _file_type(attachment.mime_type)
-    part = MIMEPart(policy=POLICY)
+    part = MIMEPart(policy=SMTP)
     cid = f"<{attachment.cid}>" if attachment.disposition == "inline" else None
     part.set_content(attachment.content, maintype, subtype, disposition=attachment.disposition,
                      filename=attachment.filename, cid=cid)
@@ -165,8 +187,11 @@ def _file_type(mime_type: str) -> tuple[str, str]:
 
 
 def _multipart(subtype: str, parts: list[MIMEPart]) -> MIMEPart:
+    """A boundary of 128 random bits, chosen here: the generator would otherwise search the whole
+    encoded body for a line that collides with its own guess, with a regular expression compiled
+    per message."""
     out = MIMEPart(policy=POLICY)
-    out["Content-Type"] = f"multipart/{subtype}"
+    out.set_raw("Content-Type", f'multipart/{subtype}; boundary="{BOUNDARY_PREFIX}{secrets.token_hex(16)}"')
     for part in parts:
         out.attach(part)
     return out
