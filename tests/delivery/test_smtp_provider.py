@@ -281,12 +281,26 @@ async def test_tls_none_attempts_no_upgrade_even_when_offered(context):
 # ---------------------------------------------------------------- connections
 
 
-async def test_several_messages_on_one_connection_with_rset_between(sink, context):
+async def test_several_messages_on_one_connection_rset_only_after_idleness(sink, context, monkeypatch):
     async with provider(settings_for(sink), context) as p:
-        for i in range(4):
+        for i in range(3):
             await p.send(message(message_id=f"m{i}"))
+        monkeypatch.setattr(smtp_module, "REUSE_WITHOUT_RSET", 0.05)
+        await asyncio.sleep(0.1)
+        await p.send(message(message_id="m3"))
     assert sink.connections == 1 and len(sink.received) == 4
-    assert sink.verbs(1) == ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "END"] + ["RSET", "MAIL", "RCPT", "DATA", "END"] * 3 + ["QUIT"]
+    assert sink.verbs(1) == (["EHLO", "AUTH"] + ["MAIL", "RCPT", "DATA", "END"] * 3
+                             + ["RSET", "MAIL", "RCPT", "DATA", "END", "QUIT"])
+
+
+async def test_a_refused_transaction_is_followed_by_rset(sink, context):
+    sink.reject("RCPT", "550 5.1.1 no such user", address="gone@example.com")
+    async with provider(settings_for(sink), context) as p:
+        with pytest.raises(SendFailed):
+            await p.send(message(message_id="m0", to="gone@example.com"))
+        await p.send(message(message_id="m1"))
+    assert sink.connections == 1 and [m.header("X-Message-ID") for m in sink.received] == ["m1"]
+    assert sink.verbs(1)[2:] == ["MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA", "END", "QUIT"]
 
 
 async def test_concurrent_sends_share_at_most_max_connections(sink, context):
@@ -302,7 +316,7 @@ async def test_a_connection_the_server_closed_is_replaced(sink, context):
         sink.drop_connections()
         await asyncio.sleep(0.05)          # the client has seen the close
         await p.send(message(message_id="m2"))
-        sink.drop_connections()            # and here it has not yet: RSET finds out
+        sink.drop_connections()            # and here it has not yet: MAIL FROM finds out, nothing was sent
         await p.send(message(message_id="m3"))
     assert [m.header("X-Message-ID") for m in sink.received] == ["m1", "m2", "m3"]
     assert [m.connection for m in sink.received] == [1, 2, 3]
