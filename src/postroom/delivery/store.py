@@ -67,28 +67,33 @@ MESSAGE_COLUMNS = """id, external_id, contact_email, broadcast_id, automation_id
        attachments, attempts, provider_message_id, sent_at, delivered_at, failed_at, opened_at, clicked_at,
        bounced_at, complained_at, unsubscribed_at, created_at, updated_at"""
 
-INSERT_MESSAGE = f"""
-INSERT INTO message_history (workspace_id, id, external_id, contact_email, broadcast_id, automation_id,
-                             transactional_notification_id, list_id, template_id, template_version, channel,
-                             message_data, channel_options, attachments, integration_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-ON CONFLICT (workspace_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
-RETURNING {MESSAGE_COLUMNS}
+# A new message, its timeline entry, its queue row and the workers' wake-up (delivered at commit), in
+# one round trip. A replayed external id inserts nothing: `created` is then false and the first
+# message's id is read (MESSAGE_BY_EXTERNAL_ID).
+ENQUEUE = f"""
+WITH m AS (
+    INSERT INTO message_history (workspace_id, id, external_id, contact_email, broadcast_id, automation_id,
+                                 transactional_notification_id, list_id, template_id, template_version, channel,
+                                 message_data, channel_options, attachments, integration_id, sent_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    ON CONFLICT (workspace_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
+    RETURNING workspace_id, id, contact_email
+),
+entry AS (
+    {timeline.insert_sql(f"SELECT workspace_id, contact_email, 'insert_message_history', '{ENTITY}', id, $17 FROM m")}
+),
+queued AS (
+    INSERT INTO email_queue (workspace_id, priority, source_type, source_id, integration_id, provider_kind,
+                             contact_email, message_id, template_id, payload, max_attempts, expires_at)
+    SELECT workspace_id, $18, $19, $20, $15, $21, contact_email, id, $9, $22, $23, now() + $24::interval FROM m
+    RETURNING 1
+)
+SELECT count(*) AS created FROM (SELECT pg_notify('{CHANNEL}', '') FROM queued) woken
 """
 
 MESSAGE_BY_EXTERNAL_ID = "SELECT id FROM message_history WHERE workspace_id = $1 AND external_id = $2"
 
 INSERT_TIMELINE = timeline.insert_sql("VALUES ($1, $2, $3, $4, $5, $6)")
-
-# The queue row and the workers' wake-up (delivered at commit) in one round trip.
-INSERT_QUEUE = f"""
-WITH queued AS (
-    INSERT INTO email_queue (workspace_id, priority, source_type, source_id, integration_id, provider_kind,
-                             contact_email, message_id, template_id, payload, max_attempts, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + $12::interval)
-    RETURNING 1)
-SELECT pg_notify('{CHANNEL}', '') FROM queued
-"""
 
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 
@@ -102,33 +107,35 @@ async def put_attachments(conn, workspace_id: str, contents: Sequence[bytes]) ->
 
 
 async def enqueue(conn, key_bytes: bytes, out: Outgoing, provider_kind: str,
-                  max_attempts: int = model.Rules.max_attempts) -> tuple[str, bool]:
+                  max_attempts: int = model.Rules.max_attempts, *, key: bytes | None = None) -> tuple[str, bool]:
     """Records `out` in the message history (status queued, timeline entry insert_message_history)
-    and the send queue, in the caller's transaction (a savepoint inside it; a transaction of its
-    own when the caller has none), and wakes the send loops at commit. Returns (message id, created):
-    with an external id already recorded, nothing is written and that message's id comes back."""
+    and the send queue, in the caller's transaction (a transaction of its own when the caller has
+    none), and wakes the send loops at commit. Returns (message id, created): with an external id
+    already recorded, nothing is written and that message's id comes back. `key`: the workspace's
+    message-data key when the caller has it already (message_key)."""
     message_id = out.message_id or str(uuid.uuid4())
-    # Inside the caller's transaction no savepoint is taken (two round trips a message): any
-    # failure here aborts that transaction anyway, and a replayed external id writes nothing.
+    # Inside the caller's transaction no savepoint is taken: any failure here aborts that
+    # transaction anyway, and a replayed external id writes nothing.
     async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
-        key = await message_key(conn, out.workspace_id, key_bytes)
+        key = key or await message_key(conn, out.workspace_id, key_bytes)
         stored = [a.content for a in out.attachments if a.content is not None]
         await put_attachments(conn, out.workspace_id, stored)
         sources = out.source_columns()
-        row = await conn.fetchrow(
-            INSERT_MESSAGE, out.workspace_id, message_id, out.external_id, out.contact_email,
+        sent_at = _dt.datetime.now(_dt.timezone.utc)
+        changes = model.insert_changes({"template_id": out.template_id, "template_version": out.template_version,
+                                        "channel": out.channel, "broadcast_id": sources["broadcast_id"],
+                                        "sent_at": sent_at})
+        priority = out.priority if out.priority is not None else model.PRIORITY[out.source_type]
+        created = await conn.fetchval(
+            ENQUEUE, out.workspace_id, message_id, out.external_id, out.contact_email,
             sources["broadcast_id"], sources["automation_id"], sources["transactional_notification_id"],
             out.list_id, out.template_id, out.template_version, out.channel,
             seal_data(key, out.workspace_id, message_id, out.data, out.metadata), out.channel_options,
-            [a.ref() for a in out.attachments] or None, out.integration_id)
-        if row is None:
+            [a.ref() for a in out.attachments] or None, out.integration_id, sent_at, changes,
+            priority, out.source_type.value, out.source_id, provider_kind, out.payload(), max_attempts,
+            model.EXPIRY[out.source_type])
+        if not created:
             return await conn.fetchval(MESSAGE_BY_EXTERNAL_ID, out.workspace_id, out.external_id), False
-        await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "insert_message_history", ENTITY,
-                           message_id, model.insert_changes(row))
-        priority = out.priority if out.priority is not None else model.PRIORITY[out.source_type]
-        await conn.execute(INSERT_QUEUE, out.workspace_id, priority, out.source_type.value, out.source_id,
-                           out.integration_id, provider_kind, out.contact_email, message_id, out.template_id,
-                           out.payload(), max_attempts, model.EXPIRY[out.source_type])
     return message_id, True
 
 
