@@ -21,6 +21,7 @@ from postroom.delivery.model import checksum  # noqa: F401  (store.checksum: whe
 from postroom.delivery.model import Breaker, Budget, Outcome, Outgoing, QueueState, Status
 from postroom.events import store as events
 from postroom.platform import secrets as sealing
+from postroom.templates import store as templates_store
 from postroom.timeline import store as timeline
 from postroom.workspaces import secrets as ws_secrets
 
@@ -35,8 +36,10 @@ def _data_context(workspace_id: str, message_id: str) -> bytes:
     return f"message_data:{workspace_id}:{message_id}".encode()
 
 
-async def message_key(conn, workspace_id: str, key_bytes: bytes, create: bool = True) -> bytes | None:
-    return await ws_secrets.workspace_secret(conn, workspace_id, key_bytes, MESSAGE_DATA_SECRET, create)
+async def message_key(conn, workspace_id: str, key_bytes: bytes, create: bool = True, *,
+                      sealed: bytes | None = None) -> bytes | None:
+    return await ws_secrets.workspace_secret(conn, workspace_id, key_bytes, MESSAGE_DATA_SECRET, create,
+                                             sealed=sealed)
 
 
 def seal_data(key: bytes, workspace_id: str, message_id: str, data: dict, metadata: dict | None) -> bytes:
@@ -772,3 +775,27 @@ async def mark_message(conn, workspace_id: str, message_id: str, column: str, at
     call set it, None when it was already set or the message does not exist: the caller writes its
     outbox event (email.opened, email.delivered, ...) only for a row, so a repeated report counts once."""
     return await conn.fetchrow(_MARK[column], workspace_id, message_id, at)
+
+
+# ---------------------------------------------------------------- what a transactional send reads (3.7)
+
+# Everything a send reads before it writes, in one round trip: the workspace's settings, the live
+# notification, the transactional integration the settings name, the latest live version of the
+# notification's email template and the two workspace secrets a message needs (NULL: not made
+# yet). Rows come as JSON objects (NULL when absent); the caller checks them in the contract's order.
+SEND_READS = f"""
+SELECT w.settings, to_jsonb(n) AS notification, to_jsonb(i) AS integration, to_jsonb(t) AS template,
+       {ws_secrets.sealed_sql("w.id", "$3")} AS link_secret, {ws_secrets.sealed_sql("w.id", "$4")} AS data_secret
+  FROM workspaces w
+  LEFT JOIN LATERAL (SELECT {NOTIFICATION_COLUMNS} FROM transactional_notifications
+                      WHERE workspace_id = w.id AND id = $2 AND deleted_at IS NULL) n ON true
+  LEFT JOIN LATERAL (SELECT id, kind, senders FROM email_integrations
+                      WHERE workspace_id = w.id AND id = w.settings->>'transactional_email_provider_id') i ON true
+  LEFT JOIN LATERAL ({templates_store.latest_live_sql("w.id", "n.channels->'email'->>'template_id'")}) t ON true
+ WHERE w.id = $1
+"""
+
+
+async def send_reads(conn, workspace_id: str, notification_id: str, link_secret: str):
+    """SEND_READS for a workspace, a notification id and the name of the links' secret."""
+    return await conn.fetchrow(SEND_READS, workspace_id, notification_id, link_secret, MESSAGE_DATA_SECRET)

@@ -145,9 +145,9 @@ async def _settings_of(conn, workspace_id: str) -> dict:
     return (workspace["settings"] if workspace else None) or {}
 
 
-async def _notification_to_send(conn, workspace_id: str, req: tx.SendRequest):
+def _notification_to_send(reads, req: tx.SendRequest) -> dict:
     """Steps 1 and 2 of 3.7: the live notification, with a channel the request asks for."""
-    notification = await store.get_notification(conn, workspace_id, req.notification_id)
+    notification = reads["notification"]
     if notification is None:
         raise DeliveryError(f"notification not found: transactional notification not found: {req.notification_id}")
     if not tx.send_channels(req.channels, notification["channels"]):
@@ -155,18 +155,16 @@ async def _notification_to_send(conn, workspace_id: str, req: tx.SendRequest):
     return notification
 
 
-async def _provider_of(conn, workspace_id: str, settings: dict):
+def _provider_of(settings: dict, integration) -> dict:
     provider_id = settings.get("transactional_email_provider_id") or ""
     if not provider_id:
         raise DeliveryError(tx.NO_PROVIDER)
-    row = await store.get_integration(conn, workspace_id, provider_id)
-    if row is None:
+    if integration is None:
         raise DeliveryError(f"integration with ID {provider_id} not found")
-    return row
+    return integration
 
 
-async def _email_template(conn, workspace_id: str, template_id: str):
-    template = await templates_store.latest_live(conn, workspace_id, template_id) if template_id else None
+def _email_template(template) -> dict:
     if template is None:
         raise DeliveryError("failed to get template: template not found")
     if template["channel"] != "email" or not template["email"]:
@@ -203,22 +201,25 @@ async def send_notification(sender: Sender, req: tx.SendRequest) -> str:
     ws = sender.workspace_id
     key_bytes = sender.settings.key_bytes
     async with sender.pool.acquire() as conn:
-        notification = await _notification_to_send(conn, ws, req)
+        reads = await store.send_reads(conn, ws, req.notification_id, EMAIL_HMAC_SECRET)
+        notification = _notification_to_send(reads, req)
         message_id = str(uuid.uuid4())
         async with conn.transaction():
             if req.external_id:
                 replayed = await store.lock_external_id(conn, ws, req.external_id)
                 if replayed is not None:
                     return replayed
-            settings = await _settings_of(conn, ws)
-            integration = await _provider_of(conn, ws, settings)
+            settings = reads["settings"] or {}
+            integration = _provider_of(settings, reads["integration"])
             _, contact = await contacts_store.upsert_on(conn, sender.pool, ws, req.contact,
                                                         after_write=lists_store.sync_contact_created_at)
-            template = await _email_template(conn, ws, notification["channels"]["email"].get("template_id") or "")
+            template = _email_template(reads["template"])
             part = templates_model.variant(template, contact.get("language"),
                                            templates_model.workspace_languages(settings)[1])
             endpoint = templates_model.public_endpoint(settings, sender.base_url)
-            data = template_data(Sending(ws, endpoint, settings.get("website_url"), await _secret(conn, ws, key_bytes),
+            link_secret = await ws_secrets.workspace_secret(conn, ws, key_bytes, EMAIL_HMAC_SECRET,
+                                                            sealed=reads["link_secret"])
+            data = template_data(Sending(ws, endpoint, settings.get("website_url"), link_secret.hex(),
                                          message_id, int(time.time()), data=req.data,
                                          contact=contacts_model.to_wire(contact)))
             options = _render_options(req.options, endpoint, message_id, ws, tx.tracking_enabled(settings),
@@ -234,8 +235,9 @@ async def send_notification(sender: Sender, req: tx.SendRequest) -> str:
                 email_options=_email_options(req.options, req.options.reply_to or part.get("reply_to") or ""),
                 channel_options=req.options.recorded(), attachments=req.options.attachments, data=data,
                 metadata=req.metadata)
+            data_key = await store.message_key(conn, ws, key_bytes, sealed=reads["data_secret"])
             sent_id, _ = await store.enqueue(conn, key_bytes, out, integration["kind"],
-                                             sender.settings.delivery_max_attempts)
+                                             sender.settings.delivery_max_attempts, key=data_key)
     return sent_id
 
 

@@ -113,12 +113,18 @@ async def delete(conn, workspace_id: str, template_id: str, refuse: Callable[[Ma
 
 # ---------------------------------------------------------------- reads
 
-LATEST_LIVE = f"""
+def latest_live_sql(workspace: str, template_id: str) -> str:
+    """The latest version of a live template, as a query over two SQL expressions (parameters, or
+    columns of an outer query that composes it)."""
+    return f"""
 SELECT {_T_COLUMNS}
   FROM template_heads h
   JOIN templates t ON t.workspace_id = h.workspace_id AND t.id = h.id AND t.version = h.latest_version
- WHERE h.workspace_id = $1 AND h.id = $2 AND h.deleted_at IS NULL
+ WHERE h.workspace_id = {workspace} AND h.id = {template_id} AND h.deleted_at IS NULL
 """
+
+
+LATEST_LIVE = latest_live_sql("$1", "$2")
 
 VERSION = f"SELECT {COLUMNS} FROM templates WHERE workspace_id = $1 AND id = $2 AND version = $3"
 MAX_VERSION = 2 ** 31 - 1  # the column is an integer

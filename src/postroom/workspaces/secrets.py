@@ -48,10 +48,18 @@ def _open(key_bytes: bytes, workspace_id: str, name: str, sealed: bytes) -> byte
             "every process must share the key the secret was sealed with") from None
 
 
+def sealed_sql(workspace: str, name: str) -> str:
+    """The sealed secret `name` of a workspace (NULL: not made yet) as a scalar subquery over two SQL
+    expressions, for a query that reads it with other things; workspace_secret(..., sealed=) opens it."""
+    return f"(SELECT sealed FROM workspace_secrets WHERE workspace_id = {workspace} AND name = {name})"
+
+
 async def workspace_secret(conn, workspace_id: str, key_bytes: bytes, name: str,
-                           create: bool = True) -> bytes | None:
-    """The workspace's secret `name`, made (random, sealed) on first use when `create`."""
-    sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
+                           create: bool = True, *, sealed: bytes | None = None) -> bytes | None:
+    """The workspace's secret `name`, made (random, sealed) on first use when `create`. `sealed`:
+    the stored value when the caller has read it already (sealed_sql)."""
+    if sealed is None:
+        sealed = await conn.fetchval(GET_SECRET, workspace_id, name)
     if sealed is None:
         if not create:
             return None
