@@ -11,6 +11,7 @@ from starlette.routing import Route, Router
 from postroom import workers as background
 from postroom.auth import api as auth_api, model as auth_model
 from postroom.auth.capability import CAPABILITY as AUTH
+from postroom.broadcasts.capability import CAPABILITY as BROADCASTS
 from postroom.contacts.capability import CAPABILITY as CONTACTS
 from postroom.delivery.capability import CAPABILITY as DELIVERY
 from postroom.lists.capability import CAPABILITY as LISTS
@@ -34,7 +35,7 @@ PLATFORM = Capability(
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
 CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, DELIVERY,
-                                        PLATFORM)
+                                        BROADCASTS, PLATFORM)
 
 
 def document() -> dict:

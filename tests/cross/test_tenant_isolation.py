@@ -78,6 +78,7 @@ class Tenant:
     broadcast_id: str = ""
     mail_template: str = ""    # an email template's id
     notification: str = ""     # a transactional notification sending mail_template
+    bcast: str = ""            # a draft broadcast to own_list with mail_template
     markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
 
     @property
@@ -156,6 +157,10 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
     await ok(await client.post("/api/transactional.create", headers=h, json={"workspace_id": w, "notification": {
         "id": t.notification, "name": secret_values["note_name"],
         "channels": {"email": {"template_id": t.mail_template}}}}), 201)
+    secret_values["bcast_name"] = f"{tag} broadcast {x}"
+    t.bcast = (await ok(await client.post("/api/broadcasts.create", headers=h, json={
+        "workspace_id": w, "name": secret_values["bcast_name"], "audience": {"list": t.own_list},
+        "test_settings": {"variations": [{"template_id": t.mail_template}]}}), 201))["broadcast"]["id"]
     async with pool.acquire() as conn:
         t.message_id, _ = await delivery_store.enqueue(conn, ws._settings.key_bytes, Outgoing(
             workspace_id=w, integration_id=t.integration_id, contact_email=t.own_email,
@@ -166,7 +171,8 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
                  t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, t.integration_id,
                  t.message_id, t.broadcast_id, f"{tag}apikey{x}", f"{tag}label{x}", f"{tag}-msg-ext-{x}",
-                 f"{tag}code{x}", f"{tag}_tpl_{x}", t.mail_template, t.notification, *secret_values.values()]
+                 f"{tag}code{x}", f"{tag}_tpl_{x}", t.mail_template, t.notification, t.bcast,
+                 *secret_values.values()]
     return t
 
 
@@ -583,6 +589,29 @@ def transactional_cases(path: str, c: Ctx) -> list[Probe]:
     }[name]
 
 
+def broadcasts_cases(path: str, c: Ctx) -> list[Probe]:
+    w, b = c.a.id, c.b
+    ghost = {b.bcast: "0" * 32}
+    name = path.rpartition(".")[2]
+    by_id = {"workspace_id": w, "id": b.bcast}
+    return {
+        "list": [Probe(params={"workspace_id": w}, check=only_a(
+            "SELECT id FROM broadcasts WHERE workspace_id = $1", lambda j: [x["id"] for x in j["broadcasts"]])),
+            Probe(params={"workspace_id": w, "with_templates": "true"}, check=only_a(
+                "SELECT id FROM broadcasts WHERE workspace_id = $1", lambda j: [x["id"] for x in j["broadcasts"]]))],
+        "get": [Probe(params={**by_id, "with_templates": "true"}, swap=ghost, status=404)],
+        "getTestResults": [Probe(params=by_id, swap=ghost, status=404)],
+        "update": [Probe(body={**by_id, "name": "mine", "audience": {"list": "x"}}, swap=ghost, status=404)],
+        "schedule": [Probe(body={**by_id, "send_now": True}, swap=ghost, status=400)],  # A has no marketing provider
+        **{n: [Probe(body=by_id, swap=ghost, status=404)] for n in ("delete", "pause", "resume", "cancel")},
+        "selectWinner": [Probe(body={**by_id, "template_id": b.mail_template}, swap=ghost, status=404)],
+        # B's list and template are only names in A's draft: nothing of B is read or shown
+        "create": [Probe(body={"workspace_id": w, "name": "mine", "audience": {"list": b.own_list},
+                               "test_settings": {"variations": [{"template_id": b.mail_template}]}},
+                         swap={b.own_list: "ghost_list_x", b.mail_template: "ghost_mail"}, status=201, late=True)],
+    }[name]
+
+
 # Every /api path and public route -> its requests. A path missing here fails the walk.
 CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
@@ -607,6 +636,9 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
                                    "/api/workspaces.deleteIntegration", "/api/email.testProvider")},
     **{f"/api/transactional.{n}": transactional_cases for n in (
         "list", "get", "create", "update", "delete", "send", "testTemplate")},
+    **{f"/api/broadcasts.{n}": broadcasts_cases for n in (
+        "list", "get", "create", "update", "delete", "schedule", "pause", "resume", "cancel", "getTestResults",
+        "selectWinner")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

@@ -144,9 +144,26 @@ def _object(body: Mapping, key: str) -> dict:
 
 
 def request_body(body) -> Mapping:
+    """A JSON object with no NUL character in any key or string (PostgreSQL text cannot hold one)."""
     if not isinstance(body, dict):
         raise BroadcastError(INVALID_BODY)
+    where = _nul_at(body, ())
+    if where is not None:
+        raise BroadcastError(f"{'.'.join(where) or 'body'} contains a NUL character")
     return body
+
+
+def _nul_at(value, path: tuple) -> tuple | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return path + (key.replace("\x00", ""),)
+        found = _nul_at(item, path + (str(key),))
+        if found is not None:
+            return found
+    return None
 
 
 def workspace_of(body: Mapping) -> str:
@@ -398,9 +415,7 @@ def validate(b: Mapping) -> None:
 def _fields(body: Mapping, stored_feed: Mapping | None) -> dict:
     _typed(body, CREATE_TYPES)
     name = body.get("name") or ""
-    if "\x00" in name:
-        raise BroadcastError("name contains a NUL character")
-    return {"name": name.strip() if name.strip() else "", "audience": parse_audience(body.get("audience")),
+    return {"name": name.strip(), "audience": parse_audience(body.get("audience")),
             "test_settings": parse_test_settings(body.get("test_settings")),
             "utm_parameters": parse_utm(body.get("utm_parameters")),
             "metadata": parse_metadata(body.get("metadata")),
@@ -790,4 +805,68 @@ def delivery_wire(status: str, counters: Mapping[str, int], finished_at: str | N
     out.update({k: int(counters.get(k) or 0) for k in COUNTERS})
     if finished_at:
         out["finished_at"] = finished_at
+    return out
+
+
+# ---------------------------------------------------------------- the broadcast object
+
+def _omit_empty(out: dict, keys: Sequence[str]) -> dict:
+    for k in keys:
+        if out.get(k) in (None, "", 0, {}, []):
+            out.pop(k, None)
+    return out
+
+
+def audience_wire(a: Mapping) -> dict:
+    return _omit_empty({"list": a.get("list") or "", "segments": list(a.get("segments") or []),
+                        "exclude_unsubscribed": bool(a.get("exclude_unsubscribed"))}, ("list", "segments"))
+
+
+def schedule_wire(s: Mapping) -> dict:
+    out = {**EMPTY_SCHEDULE, **{k: s[k] for k in EMPTY_SCHEDULE if k in s}}
+    return _omit_empty(out, ("scheduled_date", "scheduled_time", "timezone"))
+
+
+def test_settings_wire(t: Mapping, templates: Mapping[str, Any] | None = None) -> dict:
+    variations = []
+    for v in t.get("variations") or []:
+        out = {"variation_name": v.get("variation_name") or "", "template_id": v.get("template_id") or "",
+               "metrics": v.get("metrics") or {}}
+        if templates is not None and v.get("template_id") in templates:
+            out["template"] = templates[v["template_id"]]
+        variations.append(out)
+    out = {"enabled": bool(t.get("enabled")), "sample_percentage": int(t.get("sample_percentage") or 0),
+           "auto_send_winner": bool(t.get("auto_send_winner")),
+           "auto_send_winner_metric": t.get("auto_send_winner_metric") or "",
+           "test_duration_hours": int(t.get("test_duration_hours") or 0), "variations": variations}
+    return _omit_empty(out, ("auto_send_winner_metric", "test_duration_hours"))
+
+
+def wire(row: Mapping, delivery: dict, format_time: Callable[[Any], str],
+         templates: Mapping[str, Any] | None = None) -> dict:
+    """The broadcast object in the contract's output order, empty fields omitted as Notifuse does."""
+    t = (lambda k: format_time(row[k]) if row[k] else None)
+    out = {"id": row["id"], "workspace_id": row["workspace_id"], "name": row["name"], "channel_type": "email",
+           "status": row["status"], "audience": audience_wire(row["audience"]),
+           "schedule": schedule_wire(row["schedule"]),
+           "test_settings": test_settings_wire(row["test_settings"], templates),
+           "utm_parameters": row["utm_parameters"] or None, "metadata": row["metadata"] or None,
+           "winning_template": row["winning_template"], "test_sent_at": t("test_sent_at"),
+           "winner_sent_at": t("winner_sent_at"),
+           "test_phase_recipient_count": row["test_phase_recipient_count"],
+           "winner_phase_recipient_count": row["winner_phase_recipient_count"],
+           "enqueued_count": row["enqueued_count"], "created_at": t("created_at"), "updated_at": t("updated_at"),
+           "started_at": t("started_at"), "completed_at": t("completed_at"), "cancelled_at": t("cancelled_at"),
+           "paused_at": t("paused_at"), "pause_reason": row["pause_reason"],
+           "data_feed": _feed_wire(row["data_feed"], format_time), "delivery": delivery}
+    return _omit_empty(out, ("utm_parameters", "metadata", "winning_template", "test_sent_at", "winner_sent_at",
+                             "started_at", "completed_at", "cancelled_at", "paused_at", "pause_reason", "data_feed"))
+
+
+def _feed_wire(feed: Mapping | None, format_time) -> dict | None:
+    if not feed:
+        return None
+    out = dict(feed)
+    if out.get("global_feed_fetched_at") and not isinstance(out["global_feed_fetched_at"], str):
+        out["global_feed_fetched_at"] = format_time(out["global_feed_fetched_at"])
     return out

@@ -164,6 +164,29 @@ async def record_sent(conn, key_bytes: bytes, out: Outgoing, provider_message_id
                            out.message_id, model.insert_changes(row))
 
 
+# A message that failed before it could be queued (a broadcast recipient whose rendering failed):
+# its row starts failed, with its timeline entry and its email.failed event.
+INSERT_FAILED_MESSAGE = f"""
+INSERT INTO message_history (workspace_id, id, contact_email, broadcast_id, list_id, template_id, template_version,
+                             channel, integration_id, status, status_info, failed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '{Status.FAILED}', left($10, {model.STATUS_INFO_MAX}), now())
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+
+async def record_failed(conn, key_bytes: bytes, out: Outgoing, info: str) -> None:
+    """The history row of a message that failed for good before it reached the queue."""
+    async with conn.transaction():
+        sources = out.source_columns()
+        row = await conn.fetchrow(INSERT_FAILED_MESSAGE, out.workspace_id, out.message_id, out.contact_email,
+                                  sources["broadcast_id"], out.list_id, out.template_id, out.template_version,
+                                  out.channel, out.integration_id, info)
+        await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "insert_message_history", ENTITY,
+                           out.message_id, model.insert_changes(row))
+        await events.emit(conn, out.workspace_id, "email.failed", out.contact_email,
+                          model.event_data(row, row["failed_at"], with_info=True))
+
+
 # ---------------------------------------------------------------- claims (5.6 steps 2-3)
 
 # Integrations with due rows, skipping those whose breaker is open or that are throttled. A probe

@@ -1,0 +1,216 @@
+"""Broadcast endpoints (broadcasts-contract, Routes), permission resource `broadcasts`. Requests
+are checked by broadcasts/model.py before the membership and permission checks (Endpoint.parse);
+the handlers read and change the row through broadcasts/store.py, each state change in one
+transaction with the row locked, and leave sending to broadcasts/sending.py."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from postroom.broadcasts import model, sending, store
+from postroom.broadcasts.model import BroadcastError
+from postroom.delivery import store as delivery_store
+from postroom.platform.errors import RuleError
+from postroom.platform.http import Call, Endpoint, json_response
+from postroom.platform.times import format_time
+from postroom.templates import model as templates_model, store as templates_store
+from postroom.workspaces import store as workspaces_store
+
+NO_MARKETING = "no marketing email provider configured for this workspace"
+
+
+async def _wire(conn, row, with_templates: bool = False) -> dict:
+    counts = await store.counters(conn, row["workspace_id"], row["id"])
+    delivery = model.delivery_wire(row["status"], counts,
+                                   format_time(row["finished_at"]) if row["finished_at"] else None)
+    templates = None
+    if with_templates:
+        templates = {}
+        for v in row["test_settings"].get("variations") or []:
+            t = await templates_store.latest_live(conn, row["workspace_id"], v["template_id"]) \
+                if v.get("template_id") else None
+            if t is not None:
+                templates[v["template_id"]] = templates_model.template_wire(t)
+    return model.wire(row, delivery, format_time, templates)
+
+
+async def _found(conn, call: Call, broadcast_id: str, lock: bool = True):
+    row = await store.get(conn, call.workspace_id, broadcast_id, lock=lock)
+    if row is None:
+        raise RuleError(model.NOT_FOUND, 404)
+    return row
+
+
+async def _delivery_status(conn, row) -> str:
+    return model.delivery_status(row["status"], await store.counters(conn, row["workspace_id"], row["id"]))
+
+
+# ---------------------------------------------------------------- reads
+
+async def list_broadcasts(call: Call):
+    q: model.ListQuery = call.input
+    async with call.pool.acquire() as conn:
+        rows, total = await store.list_broadcasts(conn, call.workspace_id, q)
+        return {"broadcasts": [await _wire(conn, r, q.with_templates) for r in rows], "total_count": total}
+
+
+async def get_broadcast(call: Call):
+    broadcast_id, with_templates = call.input
+    async with call.pool.acquire() as conn:
+        row = await _found(conn, call, broadcast_id, lock=False)
+        return {"broadcast": await _wire(conn, row, with_templates)}
+
+
+# ---------------------------------------------------------------- create, update, delete
+
+async def create_broadcast(call: Call):
+    async with call.pool.acquire() as conn:
+        row = await store.create(conn, call.workspace_id, model.new_id(), call.input)
+        return json_response({"broadcast": await _wire(conn, row)}, status=201)
+
+
+async def update_broadcast(call: Call):
+    update: model.Update = call.input
+    async with call.pool.acquire() as conn, conn.transaction():
+        row = await _found(conn, call, update.broadcast_id)
+        model.check_update(row["status"])
+        merged = model.merge_update(row, update, started=row["started_at"] is not None)
+        start_at = row["start_at"]
+        if row["status"] == model.SCHEDULED and merged["schedule"].get("is_scheduled"):
+            start_at = _start_instant(merged["schedule"])          # the start moves with the schedule
+        updated = await store.update(conn, call.workspace_id, update.broadcast_id, merged, start_at)
+        return {"broadcast": await _wire(conn, updated)}
+
+
+async def delete_broadcast(call: Call):
+    async with call.pool.acquire() as conn, conn.transaction():
+        row = await _found(conn, call, call.input)
+        model.check_delete(row["status"])
+        await store.delete(conn, call.workspace_id, row["id"])
+    return {"success": True}
+
+
+# ---------------------------------------------------------------- schedule
+
+def _start_instant(schedule: dict) -> _dt.datetime:
+    if schedule.get("use_recipient_timezone"):
+        return model.earliest_instant(schedule)
+    return model.scheduled_instant(schedule)
+
+
+async def _check_startable(conn, call: Call, row) -> None:
+    """Rules 10-13 of broadcasts.schedule: the list, the segments, the variations' templates."""
+    audience = row["audience"]
+    listed = await conn.fetchval("SELECT 1 FROM lists WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+                                 call.workspace_id, audience["list"])
+    if not listed:
+        raise BroadcastError(f"list not found: {audience['list']}")
+    for segment_id in audience.get("segments") or []:
+        # segments are not built yet in this installation: no segment can be found
+        raise BroadcastError(f"segment not found: {segment_id}")
+    for template_id in model.send_variations(row["test_settings"]):
+        if await templates_store.latest_live(conn, call.workspace_id, template_id) is None:
+            raise BroadcastError(f"template not found: {template_id}")
+
+
+async def schedule_broadcast(call: Call):
+    req: model.ScheduleRequest = call.input
+    async with call.pool.acquire() as conn, conn.transaction():
+        workspace = await workspaces_store.get(conn, call.workspace_id)
+        provider_id = ((workspace["settings"] if workspace else None) or {}).get("marketing_email_provider_id")
+        if not provider_id or await delivery_store.get_integration(conn, call.workspace_id, provider_id) is None:
+            raise BroadcastError(NO_MARKETING)
+        row = await _found(conn, call, req.broadcast_id)
+        model.check_schedule(row["status"])
+        await _check_startable(conn, call, row)
+        start_at = None if req.send_now else _start_instant(req.schedule)
+        await store.schedule(conn, call.workspace_id, row["id"], req.send_now, req.schedule, start_at)
+    return {"success": True}
+
+
+# ---------------------------------------------------------------- pause, resume, cancel
+
+async def pause_broadcast(call: Call):
+    async with call.pool.acquire() as conn, conn.transaction():
+        row = await _found(conn, call, call.input)
+        model.check_pause(row["status"], await _delivery_status(conn, row))
+        await store.pause(conn, call.workspace_id, row["id"])
+    return {"success": True}
+
+
+async def resume_broadcast(call: Call):
+    async with call.pool.acquire() as conn, conn.transaction():
+        row = await _found(conn, call, call.input)
+        model.check_resume(row["status"])
+        await store.resume(conn, call.workspace_id, row["id"], model.resumed_status(row["paused_from"]))
+    return {"success": True}
+
+
+async def cancel_broadcast(call: Call):
+    async with call.pool.acquire() as conn, conn.transaction():
+        row = await _found(conn, call, call.input)
+        model.check_cancel(row["status"], await _delivery_status(conn, row))
+        await store.cancel(conn, call.workspace_id, row["id"])
+    return {"success": True}
+
+
+# ---------------------------------------------------------------- A/B
+
+async def test_results(call: Call):
+    async with call.pool.acquire() as conn:
+        row = await _found(conn, call, call.input, lock=False)
+        model.check_test_results(row["status"])
+        figures = await sending.variation_figures(conn, row)
+        names = {}
+        for f in figures:
+            t = await templates_store.latest_live(conn, call.workspace_id, f.template_id)
+            names[f.template_id] = t["name"] if t else ""
+    t = row["test_settings"]
+    out = {"broadcast_id": row["id"], "status": row["status"],
+           "test_started_at": format_time(row["started_at"]) if row["started_at"] else None,
+           "test_completed_at": format_time(row["test_sent_at"]) if row["test_sent_at"] else None,
+           "variation_results": {f.template_id: {
+               "template_id": f.template_id, "template_name": names[f.template_id], "recipients": f.sent,
+               "delivered": f.delivered, "opens": f.opens, "clicks": f.clicks, "open_rate": f.open_rate,
+               "click_rate": f.click_rate} for f in figures},
+           "recommended_winner": (model.recommended_winner(figures)
+                                  if not t.get("auto_send_winner") and not row["winning_template"] else None),
+           "winning_template": row["winning_template"], "is_auto_send_winner": bool(t.get("auto_send_winner"))}
+    return {k: v for k, v in out.items() if v not in (None, "")}
+
+
+async def select_winner(call: Call):
+    broadcast_id, template_id = call.input
+    async with call.pool.acquire() as conn, conn.transaction():
+        row = await _found(conn, call, broadcast_id)
+        model.check_select_winner(row["status"], row["test_settings"])
+        model.check_winner_template(row["test_settings"], template_id)
+        index = [v["template_id"] for v in row["test_settings"]["variations"]].index(template_id)
+        await store.select_winner(conn, call.workspace_id, row["id"], template_id, index, automatic=False)
+    return {"success": True}
+
+
+def _ref(c: Call):
+    return model.parse_action(c.body)
+
+
+ENDPOINTS = [
+    Endpoint("/api/broadcasts.list", "GET", list_broadcasts, resource="broadcasts",
+             parse=lambda c: model.parse_list(c.param)),
+    Endpoint("/api/broadcasts.get", "GET", get_broadcast, resource="broadcasts",
+             parse=lambda c: model.parse_get(c.param)),
+    Endpoint("/api/broadcasts.create", "POST", create_broadcast, resource="broadcasts", write=True,
+             parse=lambda c: model.parse_create(c.body)),
+    Endpoint("/api/broadcasts.update", "POST", update_broadcast, resource="broadcasts", write=True,
+             parse=lambda c: model.parse_update(c.body)),
+    Endpoint("/api/broadcasts.delete", "POST", delete_broadcast, resource="broadcasts", write=True, parse=_ref),
+    Endpoint("/api/broadcasts.schedule", "POST", schedule_broadcast, resource="broadcasts", write=True,
+             parse=lambda c: model.parse_schedule(c.body)),
+    Endpoint("/api/broadcasts.pause", "POST", pause_broadcast, resource="broadcasts", write=True, parse=_ref),
+    Endpoint("/api/broadcasts.resume", "POST", resume_broadcast, resource="broadcasts", write=True, parse=_ref),
+    Endpoint("/api/broadcasts.cancel", "POST", cancel_broadcast, resource="broadcasts", write=True, parse=_ref),
+    Endpoint("/api/broadcasts.getTestResults", "GET", test_results, resource="broadcasts",
+             parse=lambda c: model.parse_results_query(c.param)),
+    Endpoint("/api/broadcasts.selectWinner", "POST", select_winner, resource="broadcasts", write=True,
+             parse=lambda c: model.parse_select_winner(c.body)),
+]

@@ -1,0 +1,10 @@
+"""The broadcasts capability's manifest: the broadcast endpoints and the broadcast loop (scheduler
+and feeder) of every process that runs workers."""
+
+from __future__ import annotations
+
+from postroom.broadcasts import api, openapi, sending
+from postroom.platform.capability import Capability
+
+CAPABILITY = Capability("broadcasts", endpoints=api.ENDPOINTS, operations=openapi.OPERATIONS, schemas=openapi.SCHEMAS,
+                        loops=[sending.start])
