@@ -54,24 +54,28 @@ class SlowSink(Sink):
         self.pids = pids if pids is not None else []
         self.sender_of: dict[int, int | None] = {}    # client port -> pid
         self.pid_of_mail: list[int | None] = []       # parallel to `received`
+        self.arrived_at: list[float] = []             # parallel to `received`: wall-clock time taken
 
     async def handle_DATA(self, server, session, envelope):
         port = session.peer[1]
         if self.pids and port not in self.sender_of:
-            self.sender_of[port] = _owner(port, self.pids)
+            self.sender_of[port] = _owner(port, self.port, self.pids)
         reply = await super().handle_DATA(server, session, envelope)
         self.pid_of_mail.append(self.sender_of.get(port))
+        self.arrived_at.append(time.time())
         await asyncio.sleep(SINK_DELAY)
         return reply
 
 
-def _owner(port: int, pids: list[int]) -> int | None:
-    """The pid among `pids` holding the TCP socket bound to 127.0.0.1:`port`."""
+def _owner(port: int, server_port: int, pids: list[int]) -> int | None:
+    """The pid among `pids` holding the open client socket of 127.0.0.1:`port` to `server_port`
+    (a closed one of an earlier connection on the same port lingers with inode 0)."""
     inode = None
     with open("/proc/net/tcp") as fh:
         for line in fh.readlines()[1:]:
             fields = line.split()
-            if int(fields[1].split(":")[1], 16) == port:
+            if (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)) == (port, server_port) \
+                    and fields[9] != "0":
                 inode = fields[9]
                 break
     if inode is None:
@@ -139,11 +143,13 @@ class Worker:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """SIGTERM (a graceful stop: it says QUIT to the sink, which runs in this loop, so the wait
+        must not block it), SIGKILL after 40 s."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(40)
+                await asyncio.to_thread(self.proc.wait, 40)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -220,8 +226,9 @@ async def test_worker_killed_mid_batch_redelivers_only_the_batch_in_flight(own_d
             assert len(sink.received) < COUNT, "every message was sent before the kill"
             await asyncio.sleep(0.3)     # what was on the wire before the kill reaches the sink
             # the rows claimed and not recorded when the worker died: its batch in flight
-            in_flight = await pool.fetch("SELECT message_id, contact_email, attempts, lease_expires_at > now() AS leased"
-                                         " FROM email_queue WHERE status = 'processing'")
+            in_flight = await pool.fetch("SELECT message_id, contact_email, attempts, updated_at, lease_expires_at,"
+                                         " lease_expires_at > now() AS leased FROM email_queue"
+                                         " WHERE status = 'processing'")
             before = collections.Counter(m.rcpt_tos[0] for m in sink.received)
             second = Worker(own_db)
             workers.append(second)
@@ -230,8 +237,7 @@ async def test_worker_killed_mid_batch_redelivers_only_the_batch_in_flight(own_d
                              "the redelivered messages at the sink", 10, [second])
             await asyncio.sleep(0.2)     # nothing more arrives
         finally:
-            for w in workers:
-                w.stop()
+            await asyncio.gather(*(w.stop() for w in workers))
 
     # The window a kill can duplicate (5.6): the calls in flight (at most max_concurrency of the
     # integration in one process) and the outcomes waiting for the group commit (flush_max).
@@ -242,6 +248,8 @@ async def test_worker_killed_mid_batch_redelivers_only_the_batch_in_flight(own_d
           f" claim at most {model.CLAIM_MAX}); lease {LEASE}")
     assert claimed, "no batch was in flight at the kill"
     assert all(r["attempts"] == 1 and r["leased"] for r in in_flight)
+    # the lease in force is the one the environment set (claim time + POSTROOM_DELIVERY_LEASE)
+    assert {(r["lease_expires_at"] - r["updated_at"]).total_seconds() for r in in_flight} == {LEASE_SECONDS}
     assert len(claimed) <= window
     assert not any(n > 1 for n in before.values()), "a message went out twice before the kill"
 
@@ -253,8 +261,11 @@ async def test_worker_killed_mid_batch_redelivers_only_the_batch_in_flight(own_d
     # exactly the in-flight rows that had reached the sink go out again; nothing else does
     assert twice == claimed & set(before)
     assert len(twice) <= window
+    lease_end = {r["contact_email"]: r["lease_expires_at"].timestamp() for r in in_flight}
     for to in twice:
-        first_copy, second_copy = [m for m in sink.received if m.rcpt_tos[0] == to]
+        (first_at, first_copy), (second_at, second_copy) = [
+            (at, m) for at, m in zip(sink.arrived_at, sink.received) if m.rcpt_tos[0] == to]
+        assert first_at < lease_end[to] <= second_at + 0.05, "sent again before its lease ran out"
         assert first_copy.header("Message-ID") == second_copy.header("Message-ID") == f"<{ids[to]}@shop.example.com>"
         assert first_copy.header("X-Message-ID") == second_copy.header("X-Message-ID") == ids[to]
         assert first_copy.header("Subject") == second_copy.header("Subject")
@@ -280,8 +291,7 @@ async def test_two_workers_at_once_send_each_message_once(own_db, own_pool, sett
             await wait_until(lambda: _true(len(sink.received) >= COUNT), "every message at the sink", 10, workers)
             await asyncio.sleep(0.3)     # a duplicate would arrive now
         finally:
-            for w in workers:
-                w.stop()
+            await asyncio.gather(*(w.stop() for w in workers))
 
     got = collections.Counter(m.rcpt_tos[0] for m in sink.received)
     assert set(got) == set(ids)
