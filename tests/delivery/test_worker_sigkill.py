@@ -35,7 +35,7 @@ from postroom.platform import db
 from postroom.platform.migrations import migrate
 from postroom.workspaces import store as ws_store
 
-COUNT = 300               # messages queued
+COUNT = 400               # messages queued
 CONNECTIONS = 8           # the integration's max_concurrency: calls in flight per worker process
 SINK_DELAY = 0.05         # seconds the sink holds each message before its 250
 LEASE = "3s"              # POSTROOM_DELIVERY_LEASE of the workers (5 min by default)
@@ -240,17 +240,21 @@ async def test_worker_killed_mid_batch_redelivers_only_the_batch_in_flight(own_d
             await asyncio.gather(*(w.stop() for w in workers))
 
     # The window a kill can duplicate (5.6): the calls in flight (at most max_concurrency of the
-    # integration in one process) and the outcomes waiting for the group commit (flush_max).
-    window = CONNECTIONS + SendWorker.flush_max
+    # integration in one process) and the calls that ended but whose outcomes wait for the group
+    # commit (it starts at flush_max outcomes or after flush_delay; calls in flight meanwhile end
+    # during it). One claim alone is at most max_concurrency rows here (free slots < CLAIM_MAX).
+    window = SendWorker.flush_max + 2 * CONNECTIONS
     claimed = _emails(in_flight)
     print(f"\nat the kill: {len(before)} at the sink, {len(claimed)} claimed and unrecorded;"
-          f" window {window} (max_concurrency {CONNECTIONS} + flush_max {SendWorker.flush_max},"
+          f" window {window} (flush_max {SendWorker.flush_max} + 2 x max_concurrency {CONNECTIONS},"
           f" claim at most {model.CLAIM_MAX}); lease {LEASE}")
     assert claimed, "no batch was in flight at the kill"
     assert all(r["attempts"] == 1 and r["leased"] for r in in_flight)
     # the lease in force is the one the environment set (claim time + POSTROOM_DELIVERY_LEASE)
     assert {(r["lease_expires_at"] - r["updated_at"]).total_seconds() for r in in_flight} == {LEASE_SECONDS}
     assert len(claimed) <= window
+    # claimed rows whose mail had not reached the sink: calls started and unfinished, or not started
+    assert len(claimed - set(before)) <= CONNECTIONS
     assert not any(n > 1 for n in before.values()), "a message went out twice before the kill"
 
     got = collections.Counter(m.rcpt_tos[0] for m in sink.received)
