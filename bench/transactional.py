@@ -39,6 +39,8 @@ import os
 import signal
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Callable
 
 import _common as bench
 
@@ -146,91 +148,57 @@ async def serve_postmark(count: int):
         await task
 
 
-class Smtp:
-    name = "smtp"
-    raw_client = "aiosmtplib"
-    serve = staticmethod(serve_smtp)
+async def raw_smtp(count: int, connections: int) -> float:
+    """Emails/s of aiosmtplib alone over `connections` connections, sending messages built once by
+    Postroom's MIME builder."""
+    import aiosmtplib
 
-    @staticmethod
-    def integration(port: int) -> dict:
-        return {"kind": "smtp", "smtp": {"host": "127.0.0.1", "port": port, "use_tls": False}}
+    from postroom.delivery import mime
 
-    @staticmethod
-    def env(port: int) -> dict[str, str]:
-        return {}
+    messages = [mime.to_bytes(m) for m in raw_messages(count)]
+    order = iter(range(count))
+    async with serve_smtp(count) as (_, port):
+        async def sender() -> None:
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+            await client.connect()
+            for i in order:
+                await client.sendmail(FROM, [f"raw{i}@bench.example.com"], messages[i])
+            await client.quit()
 
-    @staticmethod
-    async def raw(count: int, connections: int) -> float:
-        """Emails/s of aiosmtplib alone over `connections` connections, sending messages built once
-        by Postroom's MIME builder."""
-        import aiosmtplib
-
-        from postroom.delivery import mime
-
-        messages = [mime.to_bytes(m) for m in raw_messages(count)]
-        order = iter(range(count))
-        async with serve_smtp(count) as (_, port):
-            async def sender() -> None:
-                client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
-                await client.connect()
-                for i in order:
-                    await client.sendmail(FROM, [f"raw{i}@bench.example.com"], messages[i])
-                await client.quit()
-
-            started = time.monotonic()
-            await asyncio.gather(*(sender() for _ in range(connections)))
-            return count / (time.monotonic() - started)
+        started = time.monotonic()
+        await asyncio.gather(*(sender() for _ in range(connections)))
+        return count / (time.monotonic() - started)
 
 
-class Postmark:
-    name = "postmark"
-    raw_client = "httpx"
-    serve = staticmethod(serve_postmark)
+async def raw_postmark(count: int, connections: int) -> float:
+    """Emails/s of httpx alone, `connections` calls in flight on one AsyncClient made as the
+    worker's provider context makes its own, posting the JSON bodies Postroom's Postmark provider
+    builds, serialised once."""
+    import httpx
 
-    @staticmethod
-    def integration(port: int) -> dict:
-        return {"kind": "postmark", "postmark": {"server_token": POSTMARK_TOKEN}}
+    from postroom.delivery.providers.base import HTTP_TIMEOUT, Context, rebase
+    from postroom.delivery.providers.postmark import URL, PostmarkProvider, Settings
 
-    @staticmethod
-    def env(port: int) -> dict[str, str]:
-        return {"POSTROOM_PROVIDER_BASE_URL_POSTMARK": f"http://127.0.0.1:{port}"}
+    provider = PostmarkProvider(Settings(POSTMARK_TOKEN), Context(client=None, base_urls={}))
+    bodies = [json.dumps(provider.body(m)).encode() for m in raw_messages(count)]
+    headers = {"Accept": "application/json", "Content-Type": "application/json",
+               "X-Postmark-Server-Token": POSTMARK_TOKEN}
+    order = iter(range(count))
+    async with serve_postmark(count) as (fake, port), httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+        url = rebase(URL, f"http://127.0.0.1:{port}")
 
-    @staticmethod
-    async def raw(count: int, connections: int) -> float:
-        """Emails/s of httpx alone, `connections` calls in flight on one AsyncClient made as the
-        worker's provider context makes its own, posting the Postmark JSON bodies the Postmark
-        provider builds, serialised once."""
-        import httpx
+        async def sender() -> None:
+            for i in order:
+                r = await client.post(url, content=bodies[i], headers=headers)
+                if r.status_code != 200:
+                    raise RuntimeError(f"raw Postmark send {i}: {r.status_code} {r.text}")
 
-        from postroom.delivery.providers.base import HTTP_TIMEOUT, Context
-        from postroom.delivery.providers.postmark import URL, PostmarkProvider, Settings
-
-        provider = PostmarkProvider(Settings(POSTMARK_TOKEN), Context(client=None, base_urls={}))
-        bodies = [json.dumps(provider.body(m)).encode() for m in raw_messages(count)]
-        headers = {"Accept": "application/json", "Content-Type": "application/json",
-                   "X-Postmark-Server-Token": POSTMARK_TOKEN}
-        order = iter(range(count))
-        async with serve_postmark(count) as (fake, port), httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
-            url = bench_url(URL, port)
-
-            async def sender() -> None:
-                for i in order:
-                    r = await client.post(url, content=bodies[i], headers=headers)
-                    if r.status_code != 200:
-                        raise RuntimeError(f"raw Postmark send {i}: {r.status_code} {r.text}")
-
-            started = time.monotonic()
-            await asyncio.gather(*(sender() for _ in range(connections)))
-            seconds = time.monotonic() - started
-            if len(fake.at) != count:
-                raise RuntimeError(f"raw Postmark sends: {len(fake.at)} of {count} arrived")
-            return count / seconds
-
-
-def bench_url(url: str, port: int) -> str:
-    from postroom.delivery.providers.base import rebase
-
-    return rebase(url, f"http://127.0.0.1:{port}")
+        started = time.monotonic()
+        await asyncio.gather(*(sender() for _ in range(connections)))
+        seconds = time.monotonic() - started
+        if len(fake.at) != count:
+            raise RuntimeError(f"raw Postmark sends: {len(fake.at)} of {count} arrived")
+        return count / seconds
 
 
 def raw_messages(count: int) -> list:
@@ -242,7 +210,25 @@ def raw_messages(count: int) -> list:
                     text=f"Hello Ann{i}, order {i} is on its way.") for i in range(count)]
 
 
-HALVES = {"smtp": Smtp, "postmark": Postmark}
+@dataclass(frozen=True)
+class Half:
+    """One provider half of the bench."""
+    name: str
+    raw_client: str
+    serve: Callable          # serve(count): async context manager of (arrivals, port)
+    integration: Callable    # integration(port): the integration's `kind` and settings object
+    env: Callable            # env(port): what the server and the worker need to reach it
+    raw: Callable            # await raw(count, connections): the baseline's emails/s
+
+
+HALVES = {
+    "smtp": Half("smtp", "aiosmtplib", serve_smtp,
+                 lambda port: {"kind": "smtp", "smtp": {"host": "127.0.0.1", "port": port, "use_tls": False}},
+                 lambda port: {}, raw_smtp),
+    "postmark": Half("postmark", "httpx", serve_postmark,
+                     lambda port: {"kind": "postmark", "postmark": {"server_token": POSTMARK_TOKEN}},
+                     lambda port: {"POSTROOM_PROVIDER_BASE_URL_POSTMARK": f"http://127.0.0.1:{port}"}, raw_postmark),
+}
 
 
 async def api(client, path: str, body: dict, status: int = 200) -> dict:
@@ -283,7 +269,7 @@ def send_requests(port: int, token: str, count: int) -> list[bytes]:
             "channels": ["email"], "data": {"order": i}}}).encode()) for i in range(count)]
 
 
-async def run_half(half, args) -> None:
+async def run_half(half: Half, args) -> None:
     """One provider half: the run through Postroom, then the raw baseline, then its figures."""
     from postroom.platform import db
 
