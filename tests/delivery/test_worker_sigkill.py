@@ -5,10 +5,11 @@
   same Message-ID), and the message history holds each message sent once with one email.sent;
 - two workers at once on one queue: no message is sent twice, and both took part.
 
-The workers run on a database of this module's own (other tests leave queued rows behind whose
+Each test runs its workers on a database of its own (other tests leave queued rows behind whose
 integrations point nowhere), against the aiosmtpd sink of tests/fakes/smtp_sink.py made slow: it
-takes each message, then waits before its 250, so a batch is certainly in flight at the kill and
-the messages that reached the sink unanswered are exactly the ones a redelivery duplicates.
+takes each message, then waits before its 250, so a batch is certainly in flight at the kill. The
+rows still claimed at the kill whose message had reached the sink (answered or not: outcomes are
+committed in groups) are exactly the ones the redelivery duplicates.
 """
 
 from __future__ import annotations
