@@ -3,6 +3,7 @@ API, the broadcast loop (sending.run_once) and the send worker, to the SMTP sink
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import Counter
 
@@ -69,16 +70,18 @@ async def members(client, ws, list_id: str, statuses: dict[str, str]) -> None:
                                              "status": status}))
 
 
-async def run(pool, settings, passes: int = 50) -> None:
-    """The broadcast loop and the send worker, until neither has work."""
-    s = fast(settings)
+async def run(pool, settings, passes: int = 200, **values) -> None:
+    """The broadcast loop and the send worker, until neither has work left (retries included)."""
+    s = fast(settings, **values)
     worker = SendWorker(pool, s)
     try:
         for _ in range(passes):
             steps = await sending.run_once(pool, s)
             await drain(worker)
             if not steps:
-                return
+                if not await pool.fetchval("SELECT count(*) FROM email_queue WHERE status <> 'paused'"):
+                    return
+                await asyncio.sleep(0.05)
     finally:
         await worker.aclose()
 
@@ -383,3 +386,46 @@ async def test_broadcast_stats_count_the_broadcasts_messages(client, ws, sink, p
                          params={"workspace_id": ws.id, "broadcast_id": bid})
     stats = (await ok(r))["stats"]
     assert stats["total_sent"] == 3 and stats["total_failed"] == 0
+
+
+# ---------------------------------------------------------------- failures and retryFailed (checks 41, 42)
+
+async def test_transient_failures_are_retryable_and_retry_failed_sends_them(client, ws, sink, pool, settings):
+    await marketing(client, ws, sink, pool)
+    await members(client, ws, "news", {"ok@example.com": "active", "busy@example.com": "active",
+                                       "gone@example.com": "active"})
+    busy = sink.reject("RCPT", "451 4.3.0 try later", address="busy@example.com")
+    sink.reject("RCPT", "550 5.1.1 no such user", address="gone@example.com")
+    bid = await create(client, ws)
+    await ok(await post(client, ws, "schedule", id=bid, send_now=True))
+    await run(pool, settings, delivery_max_attempts=2)
+    b = await broadcast(client, ws, bid)
+    d = b["delivery"]
+    assert (b["status"], d["status"], d["sent"], d["failed"], d["retryable"]) == \
+        ("processed", "partially_failed", 1, 2, 1), d
+    sink.rules.remove(busy)
+    r = await ok(await post(client, ws, "retryFailed", id=bid))
+    assert r == {"success": True, "requeued": 1}
+    assert (await broadcast(client, ws, bid))["delivery"]["status"] == "sending"
+    await run(pool, settings)
+    d = (await broadcast(client, ws, bid))["delivery"]
+    assert (d["status"], d["sent"], d["failed"], d["retryable"]) == ("partially_failed", 2, 1, 0)
+    assert sorted(m.rcpt_tos[0] for m in sink.received) == ["busy@example.com", "ok@example.com"]
+    r = await ok(await post(client, ws, "retryFailed", id=bid, include_permanent=True))
+    assert r == {"success": True, "requeued": 1}
+    await run(pool, settings)
+    d = (await broadcast(client, ws, bid))["delivery"]
+    assert (d["sent"], d["failed"], d["recipients"]) == (2, 1, 3)          # refused again, for good
+
+
+async def test_retry_failed_of_a_fully_sent_broadcast_is_refused(client, ws, sink, pool, settings):
+    await marketing(client, ws, sink, pool)
+    await members(client, ws, "news", {"a@example.com": "active"})
+    bid = await create(client, ws)
+    assert_json_error(await post(client, ws, "retryFailed", id=bid), 400,
+                      "only broadcasts that finished with failures can retry failed recipients, current status: draft")
+    await ok(await post(client, ws, "schedule", id=bid, send_now=True))
+    await run(pool, settings)
+    assert_json_error(await post(client, ws, "retryFailed", id=bid), 400,
+                      "only broadcasts that finished with failures can retry failed recipients, "
+                      "current status: processed")

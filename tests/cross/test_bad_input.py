@@ -294,6 +294,7 @@ def valid_body(path: str, s: Seeded) -> dict:
         **{f"/api/broadcasts.{n}": {"workspace_id": w, "id": s.broadcast_id}
            for n in ("delete", "pause", "resume", "cancel")},
         "/api/broadcasts.selectWinner": {"workspace_id": w, "id": s.broadcast_id, "template_id": "mail"},
+        "/api/broadcasts.retryFailed": {"workspace_id": w, "id": s.broadcast_id, "include_permanent": True},
     }
     return bodies[path]
 
@@ -491,6 +492,7 @@ BROADCAST_FIELDS = {
         field("use_recipient_timezone", BOOL)),
     **{f"/api/broadcasts.{n}": typed(WS_FIELD, _BROADCAST_ID) for n in ("delete", "pause", "resume", "cancel")},
     "/api/broadcasts.selectWinner": typed(WS_FIELD, _BROADCAST_ID, field("template_id", STRING, True)),
+    "/api/broadcasts.retryFailed": typed(WS_FIELD, _BROADCAST_ID, field("include_permanent", BOOL)),
 }
 
 FIELDS: dict[str, list[Field]] = {

@@ -603,7 +603,8 @@ def broadcasts_cases(path: str, c: Ctx) -> list[Probe]:
         "getTestResults": [Probe(params=by_id, swap=ghost, status=404)],
         "update": [Probe(body={**by_id, "name": "mine", "audience": {"list": "x"}}, swap=ghost, status=404)],
         "schedule": [Probe(body={**by_id, "send_now": True}, swap=ghost, status=400)],  # A has no marketing provider
-        **{n: [Probe(body=by_id, swap=ghost, status=404)] for n in ("delete", "pause", "resume", "cancel")},
+        **{n: [Probe(body=by_id, swap=ghost, status=404)]
+           for n in ("delete", "pause", "resume", "cancel", "retryFailed")},
         "selectWinner": [Probe(body={**by_id, "template_id": b.mail_template}, swap=ghost, status=404)],
         # B's list and template are only names in A's draft: nothing of B is read or shown
         "create": [Probe(body={"workspace_id": w, "name": "mine", "audience": {"list": b.own_list},
@@ -638,7 +639,7 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
         "list", "get", "create", "update", "delete", "send", "testTemplate")},
     **{f"/api/broadcasts.{n}": broadcasts_cases for n in (
         "list", "get", "create", "update", "delete", "schedule", "pause", "resume", "cancel", "getTestResults",
-        "selectWinner")},
+        "selectWinner", "retryFailed")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

@@ -190,6 +190,15 @@ async def select_winner(call: Call):
     return {"success": True}
 
 
+async def retry_failed(call: Call):
+    broadcast_id, include_permanent = call.input
+    async with call.pool.acquire() as conn, conn.transaction():
+        row = await _found(conn, call, broadcast_id)
+        model.check_retry_failed(row["status"], await _delivery_status(conn, row))
+        n = await store.retry_failed(conn, row, include_permanent)
+    return {"success": True, "requeued": n}
+
+
 def _ref(c: Call):
     return model.parse_action(c.body)
 
@@ -211,6 +220,8 @@ ENDPOINTS = [
     Endpoint("/api/broadcasts.cancel", "POST", cancel_broadcast, resource="broadcasts", write=True, parse=_ref),
     Endpoint("/api/broadcasts.getTestResults", "GET", test_results, resource="broadcasts",
              parse=lambda c: model.parse_results_query(c.param)),
+    Endpoint("/api/broadcasts.retryFailed", "POST", retry_failed, resource="broadcasts", write=True,
+             parse=lambda c: model.parse_retry_failed(c.body)),
     Endpoint("/api/broadcasts.selectWinner", "POST", select_winner, resource="broadcasts", write=True,
              parse=lambda c: model.parse_select_winner(c.body)),
 ]

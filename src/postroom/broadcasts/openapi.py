@@ -82,6 +82,11 @@ OPERATIONS = {
                 "variation_results": {"type": "object", "additionalProperties": _RESULT},
                 "recommended_winner": STRING, "winning_template": STRING, "is_auto_send_winner": BOOLEAN},
                ["broadcast_id", "status", "variation_results", "is_auto_send_winner"]), errors=[404]),
+    "/api/broadcasts.retryFailed": Op(
+        "Queue the failed recipients of a finished broadcast again (transient failures; all with "
+        "include_permanent), each with its message id and a fresh attempt budget", id="retryFailedBroadcast",
+        tag="broadcasts", body={"id": STRING, "include_permanent": BOOLEAN}, required=["id"],
+        ok=obj({"success": {"const": True}, "requeued": _COUNT}, ["success", "requeued"]), errors=[404]),
     "/api/broadcasts.selectWinner": Op(
         "Choose the A/B winner; the held recipients get it", id="selectBroadcastWinner", tag="broadcasts",
         body={"id": STRING, "template_id": STRING}, required=["id", "template_id"], ok=_SUCCESS, errors=[404]),

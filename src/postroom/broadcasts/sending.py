@@ -155,6 +155,8 @@ async def advance(conn, settings, b) -> bool:
     if status == model.TEST_COMPLETED:
         return await auto_winner(conn, b)
     if status == model.PROCESSED:
+        if await feed(conn, p):                        # recipients of broadcasts.retryFailed
+            return True
         counts = await store.counters(conn, p.ws, b["id"])
         if not (counts["held"] or counts["waiting"] or counts["queued"]):
             await conn.execute(store.SET_FINISHED, p.ws, b["id"])
@@ -178,7 +180,7 @@ async def feed(conn, p: Pass) -> int:
         if contact is None or r["removed_at"] is not None or r["membership"] not in allowed:
             skipped.append(r["email"])
             continue
-        message_id = f"{p.ws}_{uuid.uuid4()}"
+        message_id = r["message_id"] or f"{p.ws}_{uuid.uuid4()}"    # a retried recipient keeps its id
         template_id = p.variation_template(r["variation"])
         try:
             out = p.render(contacts_model.to_wire(contact), template_id, message_id)

@@ -14,7 +14,7 @@ from typing import Sequence
 from postroom.broadcasts import model
 from postroom.contacts import store as contacts_store
 from postroom.delivery import store as delivery_store
-from postroom.delivery.model import Source, Status
+from postroom.delivery.model import TRANSIENT, Source, Status
 from postroom.events import store as events
 
 COLUMNS = """workspace_id, id, name, status, audience, schedule, test_settings, utm_parameters, metadata, data_feed,
@@ -164,6 +164,8 @@ SELECT count(*) AS recipients,
        count(*) FILTER (WHERE r.state = 'fed' AND m.status = '{Status.QUEUED}') AS queued,
        count(*) FILTER (WHERE r.state = 'fed' AND m.status = '{Status.SENT}') AS sent,
        count(*) FILTER (WHERE r.state = 'fed' AND m.status = '{Status.FAILED}') AS failed,
+       count(*) FILTER (WHERE r.state = 'fed' AND m.status = '{Status.FAILED}'
+                          AND m.failure_class = ANY('{{{",".join(TRANSIENT)}}}'::text[])) AS retryable,
        count(*) FILTER (WHERE r.state = 'skipped') AS skipped,
        count(*) FILTER (WHERE r.state = 'cancelled' OR (r.state = 'fed' AND m.id IS NULL)) AS cancelled
   FROM broadcast_recipients r
@@ -173,9 +175,7 @@ SELECT count(*) AS recipients,
 
 
 async def counters(conn, workspace_id: str, broadcast_id: str) -> dict:
-    row = dict(await conn.fetchrow(COUNTERS, workspace_id, broadcast_id))
-    row["retryable"] = 0     # the final error class is not recorded per message yet: nothing is called retryable
-    return row
+    return dict(await conn.fetchrow(COUNTERS, workspace_id, broadcast_id))
 
 
 # ---------------------------------------------------------------- start: the audience frozen
@@ -284,7 +284,7 @@ SELECT count(*) FROM message_history WHERE workspace_id = $1 AND broadcast_id = 
 # The next waiting recipients of the phases being sent, in rank order, due now, with what the
 # eligibility re-check and the rendering need: the membership as it is now and the contact.
 NEXT_WAITING = """
-SELECT r.email, r.variation, r.phase, cl.status AS membership, cl.deleted_at AS removed_at
+SELECT r.email, r.variation, r.phase, r.message_id, cl.status AS membership, cl.deleted_at AS removed_at
   FROM broadcast_recipients r
   LEFT JOIN contact_lists cl ON cl.workspace_id = r.workspace_id AND cl.list_id = $3 AND cl.email = r.email
  WHERE r.workspace_id = $1 AND r.broadcast_id = $2 AND r.state = 'waiting'
@@ -361,6 +361,43 @@ async def mark_fed(conn, workspace_id: str, broadcast_id: str, fed: Sequence[tup
         await conn.execute(ADD_ENQUEUED, workspace_id, broadcast_id, len(fed))
     if skipped:
         await conn.execute(MARK_SKIPPED, workspace_id, broadcast_id, list(skipped))
+
+
+# broadcasts.retryFailed: the failed recipients (transient failures, or all with include_permanent)
+# go back to waiting with their message id, their failed message making way for the new attempt;
+# those no longer eligible (unsubscribed, bounced, complained, removed, deleted) become skipped.
+RETRY_FAILED = f"""
+WITH chosen AS (
+    SELECT r.email, r.message_id,
+           coalesce(cl.deleted_at IS NULL AND cl.status = ANY($4::text[]) AND c.email IS NOT NULL, false) AS eligible
+      FROM broadcast_recipients r
+      JOIN message_history m ON m.workspace_id = r.workspace_id AND m.id = r.message_id
+      LEFT JOIN contact_lists cl ON cl.workspace_id = r.workspace_id AND cl.list_id = $3 AND cl.email = r.email
+      LEFT JOIN contacts c ON c.workspace_id = r.workspace_id AND c.email = r.email
+     WHERE r.workspace_id = $1 AND r.broadcast_id = $2 AND r.state = 'fed' AND m.status = '{Status.FAILED}'
+       AND ($5 OR m.failure_class = ANY('{{{",".join(TRANSIENT)}}}'::text[]))
+), cleared AS (
+    DELETE FROM message_history m USING chosen
+     WHERE m.workspace_id = $1 AND m.id = chosen.message_id AND chosen.eligible
+), moved AS (
+    UPDATE broadcast_recipients r SET state = CASE WHEN chosen.eligible THEN 'waiting' ELSE 'skipped' END
+      FROM chosen
+     WHERE r.workspace_id = $1 AND r.broadcast_id = $2 AND r.email = chosen.email
+    RETURNING chosen.eligible
+)
+SELECT count(*) FILTER (WHERE eligible) FROM moved
+"""
+
+
+async def retry_failed(conn, b, include_permanent: bool) -> int:
+    allowed = ["active"] if b["audience"].get("exclude_unsubscribed") else ["active", "unsubscribed"]
+    n = await conn.fetchval(RETRY_FAILED, b["workspace_id"], b["id"], b["audience"]["list"], allowed,
+                            include_permanent)
+    await conn.execute(SET_UNFINISHED, b["workspace_id"], b["id"])
+    return n
+
+
+SET_UNFINISHED = "UPDATE broadcasts SET finished_at = NULL, updated_at = now() WHERE workspace_id = $1 AND id = $2"
 
 
 async def select_winner(conn, workspace_id: str, broadcast_id: str, template_id: str, index: int,

@@ -121,6 +121,12 @@ def after_failure(cls: str, info: str, retry_after: float | None, attempts: int,
     return Outcome("retry", info, delay=backoff(counted, rules, rand), cls=cls)
 
 
+# The failure class of a row that outlived its expiry (5.3), beside the providers' classes. Final
+# failures of these classes are transient in nature: a broadcast may retry them (retryFailed).
+EXPIRED = "expired"
+TRANSIENT = ("provider", "deferred", "throttled", EXPIRED)
+
+
 def expired_info(last_error: str | None) -> str:
     return f"expired: {last_error or 'not sent before its expiry'}"[:STATUS_INFO_MAX]
 

@@ -168,8 +168,8 @@ async def record_sent(conn, key_bytes: bytes, out: Outgoing, provider_message_id
 # its row starts failed, with its timeline entry and its email.failed event.
 INSERT_FAILED_MESSAGE = f"""
 INSERT INTO message_history (workspace_id, id, contact_email, broadcast_id, list_id, template_id, template_version,
-                             channel, integration_id, status, status_info, failed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '{Status.FAILED}', left($10, {model.STATUS_INFO_MAX}), now())
+                             channel, integration_id, status, status_info, failed_at, failure_class)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '{Status.FAILED}', left($10, {model.STATUS_INFO_MAX}), now(), 'message')
 RETURNING {MESSAGE_COLUMNS}
 """
 
@@ -326,13 +326,13 @@ class Result:
 APPLY = f"""
 WITH o AS (
     SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::float8[],
-                         $8::bool[])
-           AS o(workspace_id, id, claim_id, kind, info, pmid, delay, throttled)
+                         $8::bool[], $9::text[])
+           AS o(workspace_id, id, claim_id, kind, info, pmid, delay, throttled, cls)
 ),
 done AS (
     DELETE FROM email_queue q USING o
      WHERE q.workspace_id = o.workspace_id AND q.id = o.id AND q.claim_id = o.claim_id AND o.kind <> 'retry'
-    RETURNING q.workspace_id, q.message_id, q.attempts, o.kind, o.info, o.pmid
+    RETURNING q.workspace_id, q.message_id, q.attempts, o.kind, o.info, o.pmid, o.cls
 ),
 again AS (
     UPDATE email_queue q
@@ -340,7 +340,7 @@ again AS (
            throttled = q.throttled + o.throttled::int, claim_id = NULL, lease_expires_at = NULL, updated_at = now()
       FROM o
      WHERE q.workspace_id = o.workspace_id AND q.id = o.id AND q.claim_id = o.claim_id AND o.kind = 'retry'
-    RETURNING q.workspace_id, q.message_id, q.attempts, o.kind, o.info, o.pmid
+    RETURNING q.workspace_id, q.message_id, q.attempts, o.kind, o.info, o.pmid, o.cls
 ),
 moved AS (SELECT * FROM done UNION ALL SELECT * FROM again)
 UPDATE message_history m
@@ -349,6 +349,8 @@ UPDATE message_history m
        sent_at = CASE WHEN moved.kind = 'sent' THEN now() ELSE m.sent_at END,
        failed_at = CASE WHEN moved.kind = 'failed' THEN coalesce(m.failed_at, now()) ELSE m.failed_at END,
        provider_message_id = CASE WHEN moved.kind = 'sent' THEN moved.pmid ELSE m.provider_message_id END,
+       failure_class = CASE WHEN moved.kind = 'failed' THEN moved.cls WHEN moved.kind = 'sent' THEN NULL
+                       ELSE m.failure_class END,
        status_info = left(moved.info, {model.STATUS_INFO_MAX}),
        attempts = moved.attempts, updated_at = now()
   FROM moved
@@ -370,11 +372,11 @@ async def complete(pool, results: Sequence[Result], rules: model.Rules) -> None:
     and throttle state of each integration."""
     if not results:
         return
-    cols: list[list] = [[] for _ in range(8)]
+    cols: list[list] = [[] for _ in range(9)]
     for r in results:
         o = r.outcome
         for col, value in zip(cols, (r.workspace_id, r.queue_id, r.claim_id, o.kind, o.info,
-                                     o.provider_message_id, o.delay, o.cls == "throttled")):
+                                     o.provider_message_id, o.delay, o.cls == "throttled", o.cls)):
             col.append(value)
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(APPLY, *cols)

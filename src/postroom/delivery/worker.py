@@ -141,9 +141,9 @@ class SendWorker(queue.Worker):
     async def _send(self, job: Job) -> model.Outcome:
         row = job.row
         if job.integration is None:
-            return model.Outcome("failed", model.integration_gone_info(row["integration_id"]))
+            return model.Outcome("failed", model.integration_gone_info(row["integration_id"]), cls="provider")
         if row["claimed_at"] > row["expires_at"]:
-            return model.Outcome("failed", model.expired_info(row["last_error"]))
+            return model.Outcome("failed", model.expired_info(row["last_error"]), cls=model.EXPIRED)
         if job.provider is None:
             return self._failure("provider", "provider settings cannot be opened", None, row)
         try:

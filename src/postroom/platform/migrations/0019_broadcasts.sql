@@ -58,3 +58,7 @@ CREATE TABLE broadcast_recipients (
 -- The feeder takes waiting recipients in rank order.
 CREATE INDEX broadcast_recipients_waiting ON broadcast_recipients (workspace_id, broadcast_id, rank, email)
     WHERE state = 'waiting';
+
+-- The class of a message's final failure (delivery-contract 2.8: recipient, message, provider,
+-- deferred, throttled; or expired): a broadcast retries the transient ones (retryFailed).
+ALTER TABLE message_history ADD COLUMN failure_class text;
