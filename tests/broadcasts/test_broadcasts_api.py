@@ -429,3 +429,51 @@ async def test_retry_failed_of_a_fully_sent_broadcast_is_refused(client, ws, sin
     assert_json_error(await post(client, ws, "retryFailed", id=bid), 400,
                       "only broadcasts that finished with failures can retry failed recipients, "
                       "current status: processed")
+
+
+# ---------------------------------------------------------------- sendToIndividual (checks 31, 32)
+
+@pytest.fixture
+async def running_worker(pool, settings):
+    worker = SendWorker(pool, fast(settings))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_send_to_individual(client, ws, sink, pool, settings, running_worker):
+    bid = await create(client, ws, test_settings={"variations": [{"template_id": "welcome"},
+                                                                 {"template_id": "second"}]})
+    assert_json_error(await post(client, ws, "sendToIndividual", broadcast_id=bid, recipient_email="x@example.com"),
+                      400, "no marketing email provider configured for this workspace")
+    await marketing(client, ws, sink, pool)
+    await members(client, ws, "news", {"a@example.com": "active"})
+    assert_json_error(await post(client, ws, "sendToIndividual", broadcast_id=bid), 400, "recipient_email is required")
+    assert_json_error(await post(client, ws, "sendToIndividual", recipient_email="x@example.com"), 400,
+                      "broadcast_id is required")
+    assert_json_error(await post(client, ws, "sendToIndividual", broadcast_id=bid, recipient_email="nope"), 400,
+                      "invalid recipient_email format")
+    assert_json_error(await post(client, ws, "sendToIndividual", broadcast_id=bid, recipient_email="x@example.com",
+                                 template_id="other"), 400, "variation with ID other not found in broadcast")
+    assert_json_error(await post(client, ws, "sendToIndividual", broadcast_id="0" * 32,
+                                 recipient_email="x@example.com"), 404, "Broadcast not found")
+    r = await ok(await post(client, ws, "sendToIndividual", id=bid, recipient_email="Stranger@Example.com",
+                            template_id="second"))
+    assert r == {"success": True}
+    (mail,) = sink.received
+    assert mail.rcpt_tos == ["stranger@example.com"] and mail.header("Subject").startswith("Second")
+    stats = await ok(await client.get("/api/messages.broadcastStats", headers=ws.headers,
+                                      params={"workspace_id": ws.id, "broadcast_id": bid}))
+    assert set(stats["stats"].values()) == {0}
+    row = await pool.fetchrow("SELECT broadcast_id, list_id, template_id FROM message_history WHERE workspace_id = $1",
+                              ws.id)
+    assert (row["broadcast_id"], row["list_id"], row["template_id"]) == (None, "news", "second")
+    sink.reject("RCPT", "550 5.1.1 no such user", address="gone@example.com")
+    r = await post(client, ws, "sendToIndividual", broadcast_id=bid, recipient_email="gone@example.com")
+    assert r.status_code == 502 and r.json()["error"].startswith("Failed to send broadcast to individual: ")
+    assert "550" in r.json()["error"]
+    empty = await create(client, ws, test_settings={})
+    assert_json_error(await post(client, ws, "sendToIndividual", broadcast_id=empty, recipient_email="x@example.com"),
+                      400, "broadcast has no variations")

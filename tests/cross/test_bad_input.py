@@ -295,6 +295,8 @@ def valid_body(path: str, s: Seeded) -> dict:
            for n in ("delete", "pause", "resume", "cancel")},
         "/api/broadcasts.selectWinner": {"workspace_id": w, "id": s.broadcast_id, "template_id": "mail"},
         "/api/broadcasts.retryFailed": {"workspace_id": w, "id": s.broadcast_id, "include_permanent": True},
+        "/api/broadcasts.sendToIndividual": {"workspace_id": w, "broadcast_id": s.broadcast_id,
+                                             "recipient_email": "t@example.com", "template_id": "mail"},
     }
     return bodies[path]
 
@@ -493,6 +495,8 @@ BROADCAST_FIELDS = {
     **{f"/api/broadcasts.{n}": typed(WS_FIELD, _BROADCAST_ID) for n in ("delete", "pause", "resume", "cancel")},
     "/api/broadcasts.selectWinner": typed(WS_FIELD, _BROADCAST_ID, field("template_id", STRING, True)),
     "/api/broadcasts.retryFailed": typed(WS_FIELD, _BROADCAST_ID, field("include_permanent", BOOL)),
+    "/api/broadcasts.sendToIndividual": typed(WS_FIELD, field("broadcast_id", STRING, True, hint="broadcast_id"),
+                                              field("recipient_email", STRING, True), field("template_id", STRING)),
 }
 
 FIELDS: dict[str, list[Field]] = {

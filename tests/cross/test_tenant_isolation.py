@@ -606,6 +606,9 @@ def broadcasts_cases(path: str, c: Ctx) -> list[Probe]:
         **{n: [Probe(body=by_id, swap=ghost, status=404)]
            for n in ("delete", "pause", "resume", "cancel", "retryFailed")},
         "selectWinner": [Probe(body={**by_id, "template_id": b.mail_template}, swap=ghost, status=404)],
+        # A has no marketing provider: refused before any lookup, the same for B's id and a ghost
+        "sendToIndividual": [Probe(body={"workspace_id": w, "broadcast_id": b.bcast, "recipient_email": "t@a.example"},
+                                   swap=ghost, status=400)],
         # B's list and template are only names in A's draft: nothing of B is read or shown
         "create": [Probe(body={"workspace_id": w, "name": "mine", "audience": {"list": b.own_list},
                                "test_settings": {"variations": [{"template_id": b.mail_template}]}},
@@ -639,7 +642,7 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
         "list", "get", "create", "update", "delete", "send", "testTemplate")},
     **{f"/api/broadcasts.{n}": broadcasts_cases for n in (
         "list", "get", "create", "update", "delete", "schedule", "pause", "resume", "cancel", "getTestResults",
-        "selectWinner", "retryFailed")},
+        "selectWinner", "retryFailed", "sendToIndividual")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

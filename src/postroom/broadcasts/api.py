@@ -5,11 +5,16 @@ transaction with the row locked, and leave sending to broadcasts/sending.py."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
+import time
+import uuid
 
 from postroom.broadcasts import model, sending, store
 from postroom.broadcasts.model import BroadcastError
+from postroom.contacts import model as contacts_model, store as contacts_store
 from postroom.delivery import store as delivery_store
+from postroom.delivery.model import Status
 from postroom.platform.errors import RuleError
 from postroom.platform.http import Call, Endpoint, json_response
 from postroom.platform.times import format_time
@@ -113,13 +118,19 @@ async def _check_startable(conn, call: Call, row) -> None:
             raise BroadcastError(f"template not found: {template_id}")
 
 
+async def _marketing_integration(conn, ws: str):
+    workspace = await workspaces_store.get(conn, ws)
+    provider_id = ((workspace["settings"] if workspace else None) or {}).get("marketing_email_provider_id")
+    found = await delivery_store.get_integration(conn, ws, provider_id) if provider_id else None
+    if found is None:
+        raise BroadcastError(NO_MARKETING)
+    return found
+
+
 async def schedule_broadcast(call: Call):
     req: model.ScheduleRequest = call.input
     async with call.pool.acquire() as conn, conn.transaction():
-        workspace = await workspaces_store.get(conn, call.workspace_id)
-        provider_id = ((workspace["settings"] if workspace else None) or {}).get("marketing_email_provider_id")
-        if not provider_id or await delivery_store.get_integration(conn, call.workspace_id, provider_id) is None:
-            raise BroadcastError(NO_MARKETING)
+        await _marketing_integration(conn, call.workspace_id)
         row = await _found(conn, call, req.broadcast_id)
         model.check_schedule(row["status"])
         await _check_startable(conn, call, row)
@@ -190,6 +201,47 @@ async def select_winner(call: Call):
     return {"success": True}
 
 
+INDIVIDUAL_WAIT = 30.0      # seconds sendToIndividual waits for the provider's answer
+
+
+async def send_to_individual(call: Call):
+    """One message of the broadcast to one address, rendered like a real one, queued first in
+    line; the request waits for its outcome (at most INDIVIDUAL_WAIT seconds)."""
+    req: model.Individual = call.input
+    ws = call.workspace_id
+    async with call.pool.acquire() as conn:
+        async with conn.transaction():
+            await _marketing_integration(conn, ws)
+            row = await _found(conn, call, req.broadcast_id, lock=False)
+            template_id = model.individual_template(row["test_settings"], req.template_id)
+            p = sending.Pass(conn, call.settings, row)
+            try:
+                await p.load([template_id])
+            except sending.StartRefused as refused:
+                raise BroadcastError(str(refused)) from None
+            found = await contacts_store.get_by_email(conn, ws, req.recipient)
+            message_id = str(uuid.uuid4())
+            try:
+                out = p.render(contacts_model.to_wire(found[0]) if found else None, template_id, message_id,
+                               to=req.recipient, individual=True)
+            except sending.RenderFailed as failed:
+                raise BroadcastError(f"Failed to send broadcast to individual: render: {failed.message}") from None
+            await delivery_store.enqueue(conn, call.settings.key_bytes, out, p.integration["kind"],
+                                         call.settings.delivery_max_attempts, key=p.data_key)
+        deadline = time.monotonic() + INDIVIDUAL_WAIT
+        while time.monotonic() < deadline:
+            status, info = await conn.fetchrow(OUTCOME, ws, message_id) or (None, None)
+            if status == Status.SENT:
+                return {"success": True}
+            if status == Status.FAILED:
+                raise RuleError(f"Failed to send broadcast to individual: {info}", 502)
+            await asyncio.sleep(0.1)
+    return {"success": True, "queued": True}
+
+
+OUTCOME = "SELECT status, status_info FROM message_history WHERE workspace_id = $1 AND id = $2"
+
+
 async def retry_failed(call: Call):
     broadcast_id, include_permanent = call.input
     async with call.pool.acquire() as conn, conn.transaction():
@@ -220,6 +272,8 @@ ENDPOINTS = [
     Endpoint("/api/broadcasts.cancel", "POST", cancel_broadcast, resource="broadcasts", write=True, parse=_ref),
     Endpoint("/api/broadcasts.getTestResults", "GET", test_results, resource="broadcasts",
              parse=lambda c: model.parse_results_query(c.param)),
+    Endpoint("/api/broadcasts.sendToIndividual", "POST", send_to_individual, resource="broadcasts", write=True,
+             parse=lambda c: model.parse_individual(c.body)),
     Endpoint("/api/broadcasts.retryFailed", "POST", retry_failed, resource="broadcasts", write=True,
              parse=lambda c: model.parse_retry_failed(c.body)),
     Endpoint("/api/broadcasts.selectWinner", "POST", select_winner, resource="broadcasts", write=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from postroom.broadcasts import model
-from postroom.platform.openapi import BOOLEAN, INTEGER, STRING, TIME, Op, array, obj, param, ref
+from postroom.platform.openapi import BOOLEAN, INTEGER, STRING, TIME, Op, array, error_response, obj, param, ref
 
 _COUNT = {"type": "integer", "minimum": 0}
 AUDIENCE = obj({"list": STRING, "segments": array(STRING), "exclude_unsubscribed": BOOLEAN}, ["exclude_unsubscribed"])
@@ -82,6 +82,13 @@ OPERATIONS = {
                 "variation_results": {"type": "object", "additionalProperties": _RESULT},
                 "recommended_winner": STRING, "winning_template": STRING, "is_auto_send_winner": BOOLEAN},
                ["broadcast_id", "status", "variation_results", "is_auto_send_winner"]), errors=[404]),
+    "/api/broadcasts.sendToIndividual": Op(
+        "Send the broadcast (a variation) to one address now, outside its figures; waits up to 30 s for the "
+        "provider", id="sendBroadcastToIndividual", tag="broadcasts",
+        body={"broadcast_id": STRING, "id": STRING, "recipient_email": STRING, "template_id": STRING},
+        required=["recipient_email"], ok=obj({"success": {"const": True}, "queued": BOOLEAN}, ["success"]),
+        errors=[404], responses={502: error_response(
+            "The message failed for good: `Failed to send broadcast to individual: <status_info>`.")}),
     "/api/broadcasts.retryFailed": Op(
         "Queue the failed recipients of a finished broadcast again (transient failures; all with "
         "include_permanent), each with its message id and a fresh attempt budget", id="retryFailedBroadcast",

@@ -55,7 +55,9 @@ class Pass:
         self.conn, self.settings, self.b = conn, settings, b
         self.ws = b["workspace_id"]
 
-    async def load(self) -> None:
+    async def load(self, template_ids: list[str] | None = None) -> None:
+        """Reads what rendering needs; `template_ids`: the templates to load (latest versions),
+        instead of the broadcast's pinned or variation templates. Raises StartRefused."""
         conn, ws = self.conn, self.ws
         workspace = await workspaces_store.get(conn, ws)
         self.ws_settings = (workspace["settings"] if workspace else None) or {}
@@ -69,8 +71,9 @@ class Pass:
             raise StartRefused(f"list not found: {self.b['audience']['list']}")
         self.list = {"id": list_row["id"], "name": list_row["name"]}
         self.templates = {}
-        pinned = self.b["template_versions"] or {}
-        for template_id in model.send_variations(self.b["test_settings"]) if not pinned else pinned:
+        pinned = {} if template_ids else (self.b["template_versions"] or {})
+        wanted = template_ids or (list(pinned) if pinned else model.send_variations(self.b["test_settings"]))
+        for template_id in wanted:
             row = (await templates_store.get(conn, ws, template_id, pinned[template_id]) if pinned
                    else await templates_store.latest_live(conn, ws, template_id))
             if row is None:
@@ -86,11 +89,14 @@ class Pass:
         return variations[index]["template_id"] if index is not None and index < len(variations) else \
             variations[0]["template_id"]
 
-    def render(self, contact: dict, template_id: str, message_id: str) -> Outgoing:
+    def render(self, contact: dict | None, template_id: str, message_id: str, *, to: str | None = None,
+               individual: bool = False) -> Outgoing:
+        """One recipient's message. `individual`: a broadcasts.sendToIndividual test, recorded
+        without the broadcast (it never counts in its figures) and queued like transactional mail."""
         b, template = self.b, self.templates[template_id]
         utm = {f"utm_{k}": v for k, v in (b["utm_parameters"] or {}).items()}
         utm.setdefault("utm_content", template_id)
-        part = templates_model.variant(template, contact.get("language"),
+        part = templates_model.variant(template, (contact or {}).get("language"),
                                        templates_model.workspace_languages(self.ws_settings)[1])
         data = template_data(Sending(self.ws, self.endpoint, self.ws_settings.get("website_url"), self.secret,
                                      message_id, int(time.time()), contact=contact, list=self.list,
@@ -108,11 +114,14 @@ class Pass:
             options["reply_to"] = part["reply_to"]
         if self.endpoint.startswith("https://") and data.get("oneclick_unsubscribe_url"):
             options["list_unsubscribe_url"] = data["oneclick_unsubscribe_url"]
-        return Outgoing(workspace_id=self.ws, integration_id=self.integration["id"], contact_email=contact["email"],
+        return Outgoing(workspace_id=self.ws, integration_id=self.integration["id"],
+                        contact_email=to or contact["email"],
                         from_address=sender["email"], from_name=sender["name"], subject=result.subject or "",
                         html=result.html, text=result.text, template_id=template_id,
-                        template_version=template["version"], source_type=Source.BROADCAST, source_id=b["id"],
-                        message_id=message_id, email_options=options, list_id=self.list["id"], data=data)
+                        template_version=template["version"],
+                        source_type=Source.TEST if individual else Source.BROADCAST,
+                        source_id=None if individual else b["id"], message_id=message_id, email_options=options,
+                        list_id=self.list["id"], data=data)
 
 
 class RenderFailed(Exception):
