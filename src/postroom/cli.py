@@ -50,7 +50,7 @@ async def _create_api_key(conn, key: bytes, ws_id: str, name: str | None, permis
         raise CliError(f"--permissions: {exc}") from None
     email = f"{_slug(name or 'cli')}-{secrets.token_hex(3)}@{ws_id}.api.postroom"
     user_id = await store.create_api_key_user(conn, ws_id, email, perms)
-    return auth_model.issue_token(key, user_id, "api_key")
+    return auth_model.issue_token(key, user_id, "api_key", email=email)
 
 
 async def _bootstrap(conn, settings: Settings, public_url: str) -> str | None:

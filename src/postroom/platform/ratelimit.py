@@ -33,6 +33,8 @@ RETURNING r.bucket, r.hits,
           greatest(1, ceil(extract(epoch FROM r.window_start - now()) + $3))::int AS retry_after
 """
 
+FORGET = "DELETE FROM subscribe_rate_limits WHERE workspace_id = $1 AND bucket = ANY($2::text[])"
+
 SWEEP = f"""
 DELETE FROM subscribe_rate_limits WHERE workspace_id = $1 AND window_start < now() - interval '{MAX_WINDOW} seconds'
 """
@@ -49,3 +51,8 @@ async def count_attempt(conn, workspace_id: str, limits: Mapping[str, int], wind
         await conn.execute(SWEEP, workspace_id)
     over = [row["retry_after"] for row in rows if row["hits"] > limits[row["bucket"]]]
     return max(over) if over else None
+
+
+async def forget(conn, workspace_id: str, buckets) -> None:
+    """Clears the counters of `buckets`: for limits that a success resets (the SMTP bridge's AUTH)."""
+    await conn.execute(FORGET, workspace_id, sorted(buckets))
