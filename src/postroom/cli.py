@@ -81,17 +81,18 @@ def cmd_serve(args, settings: Settings) -> None:
         settings.ensure_secret_key()
         scheme = "https" if args.ssl_certfile else "http"
         host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+        public_url = f"{scheme}://{host}:{args.port}"
 
         async def prepare(conn):
             applied = await _migrate(conn)
-            return applied, await _bootstrap(conn, settings, f"{scheme}://{host}:{args.port}")
+            return applied, await _bootstrap(conn, settings, public_url)
 
         applied, welcome = asyncio.run(with_conn(dsn, prepare))
         if applied:
             print(f"applied migrations: {', '.join(applied)}", file=sys.stderr)
         if welcome:
             print(welcome, flush=True)
-        app = create_app(settings, dsn, workers=not args.no_workers)
+        app = create_app(settings, dsn, workers=not args.no_workers, public_url=public_url)
         config = uvicorn.Config(
             app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
             access_log=False, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
