@@ -20,12 +20,11 @@ import trustme
 from fakes.smtp_sink import Sink, serving
 from helpers import snapshot
 from processes import Serve, free_port
-from sendkit import drain, fast
+from sendkit import deliver
 from txkit import ok, send_s, setup
 
 from postroom.auth import model as auth_model, store as auth_store
 from postroom.delivery import bridge, bridge_model
-from postroom.delivery.worker import SendWorker
 from postroom.platform import db
 from postroom.platform.config import ConfigError, Settings, SmtpBridgeSettings
 from postroom.platform.migrations import migrate
@@ -137,14 +136,6 @@ async def auth(port: int, username: str, password: str, mechanism: str = "plain"
         except aiosmtplib.SMTPResponseException as exc:
             return exc.code, exc.message
         return response.code, response.message
-
-
-async def deliver(pool, settings) -> None:
-    worker = SendWorker(pool, fast(settings))
-    try:
-        await drain(worker)
-    finally:
-        await worker.aclose()
 
 
 def queued_id(reply: tuple[int, str]) -> str:
