@@ -458,7 +458,8 @@ def test_plain_credentials():
 BRIDGE_ENV = ("POSTROOM_SMTP_BRIDGE_ENABLED", "SMTP_BRIDGE_ENABLED", "SMTP_RELAY_ENABLED", "POSTROOM_SMTP_BRIDGE_HOST",
               "POSTROOM_SMTP_BRIDGE_PORT", "SMTP_BRIDGE_PORT", "POSTROOM_SMTP_BRIDGE_DOMAIN", "SMTP_BRIDGE_DOMAIN",
               "POSTROOM_SMTP_BRIDGE_TLS", "SMTP_BRIDGE_TLS", "POSTROOM_SMTP_BRIDGE_TLS_CERT_BASE64",
-              "POSTROOM_SMTP_BRIDGE_TLS_KEY_BASE64", "POSTROOM_DATABASE_URL")
+              "POSTROOM_SMTP_BRIDGE_TLS_KEY_BASE64", "SMTP_BRIDGE_TLS_CERT_BASE64", "SMTP_BRIDGE_TLS_KEY_BASE64",
+              "POSTROOM_DATABASE_URL")
 
 
 @pytest.fixture
@@ -493,6 +494,8 @@ def test_settings_defaults_and_notifuse_names(env, pems):
     with_tls = env(POSTROOM_SMTP_BRIDGE_ENABLED="yes", **pems)
     assert with_tls.tls == "starttls" and with_tls.tls_context() is not None
     assert env(POSTROOM_SMTP_BRIDGE_ENABLED="yes", SMTP_BRIDGE_TLS="IMPLICIT", **pems).tls == "implicit"
+    notifuse_names = {name.removeprefix("POSTROOM_"): value for name, value in pems.items()}
+    assert env(SMTP_BRIDGE_ENABLED="true", **notifuse_names).tls == "starttls"
     assert env(POSTROOM_SMTP_BRIDGE_ENABLED="yes", POSTROOM_SMTP_BRIDGE_TLS="off", **pems).cert_pem is None
 
 

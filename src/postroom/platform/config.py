@@ -105,8 +105,8 @@ BRIDGE_TLS_MODES = ("off", "starttls", "implicit")
 BRIDGE_DEFAULT_PORT = 587
 
 
-def _pem_env(name: str) -> bytes | None:
-    raw = _env(name)
+def _pem_env(name: str, *aliases: str) -> bytes | None:
+    raw = _env(name, *aliases)
     if raw is None:
         return None
     try:
@@ -141,7 +141,8 @@ class SmtpBridgeSettings:
         port = int(raw_port) if raw_port.strip().isdigit() else -1
         if not 0 <= port <= 65535:
             raise ConfigError(f"POSTROOM_SMTP_BRIDGE_PORT must be a port number (0-65535), got {raw_port!r}")
-        cert, key = _pem_env("POSTROOM_SMTP_BRIDGE_TLS_CERT_BASE64"), _pem_env("POSTROOM_SMTP_BRIDGE_TLS_KEY_BASE64")
+        cert = _pem_env("POSTROOM_SMTP_BRIDGE_TLS_CERT_BASE64", "SMTP_BRIDGE_TLS_CERT_BASE64")
+        key = _pem_env("POSTROOM_SMTP_BRIDGE_TLS_KEY_BASE64", "SMTP_BRIDGE_TLS_KEY_BASE64")
         raw_mode = _env("POSTROOM_SMTP_BRIDGE_TLS", "SMTP_BRIDGE_TLS")
         if raw_mode is None:
             if cert and key:
