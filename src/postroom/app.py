@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from types import SimpleNamespace
 
 from starlette.routing import Route, Router
@@ -59,26 +58,13 @@ async def not_found(scope, receive, send):
     await error_response(404, "not found")(scope, receive, send)
 
 
-async def start_smtp_bridge(state, public_url: str | None):
-    """The SMTP bridge, when enabled: a server of the API process (it answers clients, as the HTTP
-    API does), so it runs once per `postroom serve`, never in `postroom worker` processes."""
-    from postroom.delivery import bridge
-
-    running = await bridge.start(state.pool, state.settings,
-                                 state.settings.api_endpoint or public_url or "http://localhost")
-    tls = {"off": "no TLS", "starttls": "STARTTLS", "implicit": "implicit TLS"}[running.tls]
-    print(f"SMTP bridge listening on {running.host}:{running.port} ({tls})", file=sys.stderr, flush=True)
-    return running
-
-
 def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False,
                public_url: str | None = None) -> observability.Observed:
     """`pool` may be given by the caller (tests share one); otherwise the app opens its own.
-    With `workers`, the capabilities' loops (postroom.workers) run in this process too. The SMTP
-    bridge runs with the app when its settings enable it; `public_url` is the server's own URL,
-    for the links of the mails it sends when neither the workspace nor POSTROOM_API_ENDPOINT
-    names one."""
-    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn)
+    With `workers`, the capabilities' loops (postroom.workers) run in this process too. The
+    capabilities' servers (the SMTP bridge) run with the app; `public_url` is the server's own
+    URL, for what they build links with when no workspace setting or POSTROOM_API_ENDPOINT names one."""
+    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn, public_url=public_url)
     settings.ensure_secret_key()
     api = build_api()
 
@@ -88,17 +74,18 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False,
         if owned:
             state.pool = await db.create_pool(dsn, min_size=settings.pool_min, max_size=settings.pool_max,
                                               timeout=settings.db_timeout)
-        tasks = []
-        smtp_bridge = None
+        tasks, servers = [], []
         try:
-            if settings.smtp_bridge.enabled:
-                smtp_bridge = await start_smtp_bridge(state, public_url)
+            for start in (start for capability in CAPABILITIES for start in capability.servers):
+                server = await start(state)
+                if server is not None:
+                    servers.append(server)
             if workers:
                 tasks = await background.start(state, loops())
             yield
         finally:
-            if smtp_bridge is not None:
-                await smtp_bridge.close()
+            for server in reversed(servers):
+                await server.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

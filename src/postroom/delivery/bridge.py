@@ -3,8 +3,9 @@ with an API key and each mail it submits is a transactional.send of the key's wo
 the one send flow (transactional_api.send_notification) and so recorded and delivered like any
 other. The rules (payload, headers, replies) are delivery/bridge_model.py's.
 
-Off by default; `postroom serve` starts it when POSTROOM_SMTP_BRIDGE_ENABLED is set, in the
-server's own event loop and database pool (app.py's lifespan), once per server process.
+Off by default; `postroom serve` starts it when POSTROOM_SMTP_BRIDGE_ENABLED is set (the
+capability's `servers`, run by app.py's lifespan), in the server's own event loop and database
+pool, once per server process.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _STOCK_REPLIES = {
     "552 Error: Too much mail data": model.REPLY_TOO_LARGE,
     "552 Error: message size exceeds fixed maximum message size": model.REPLY_TOO_LARGE,
 }
+TLS_LABELS = {"off": "no TLS", "starttls": "STARTTLS", "implicit": "implicit TLS"}
 # How long a stopping bridge lets mails being processed finish before it closes their connections.
 STOP_GRACE = 10.0
 
