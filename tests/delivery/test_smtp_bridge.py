@@ -217,6 +217,29 @@ async def test_auth_login_and_a_key_issued_without_the_email_claim(client, ws, p
     assert [m.header("X-Message-ID") for m in sink.received] == [message_id]
 
 
+async def test_auth_values_given_after_a_challenge(client, ws, port):
+    """AUTH PLAIN and AUTH LOGIN with nothing on the command line: the server asks (334)."""
+    key = await create_key(client, ws)
+
+    def b64(text: str) -> bytes:
+        return base64.b64encode(text.encode())
+
+    async with connected(port) as smtp:
+        assert (await smtp.execute_command(b"AUTH", b"PLAIN")).code == 334
+        assert (await smtp.execute_command(b"*")).code == 501                 # the client gives up
+        assert (await smtp.execute_command(b"AUTH", b"PLAIN")).code == 334
+        assert (await smtp.execute_command(b"not base64!")).code == 501
+        assert (await smtp.execute_command(b"AUTH", b"PLAIN", b64("no separators"))).code == 501
+        assert (await smtp.execute_command(b"AUTH", b"PLAIN")).code == 334
+        assert (await smtp.execute_command(b64(f"\0{key.email}\0{key.token}"))).code == 235
+    async with connected(port) as smtp:
+        asked = await smtp.execute_command(b"AUTH", b"LOGIN")
+        assert (asked.code, base64.b64decode(asked.message)) == (334, b"Username:")
+        asked = await smtp.execute_command(b64(key.email))
+        assert (asked.code, base64.b64decode(asked.message)) == (334, b"Password:")
+        assert (await smtp.execute_command(b64(key.token))).code == 235
+
+
 async def test_credentials_that_are_refused(client, ws, new_workspace, pool, settings, port):
     key = await create_key(client, ws)
     other = await create_key(client, await new_workspace(), prefix="other")
