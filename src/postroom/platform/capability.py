@@ -4,8 +4,8 @@ Each capability declares its manifest in `<capability>/capability.py`; `app.py` 
 of manifests and the composition roots read it: the edge serves their endpoints and routes,
 `platform.openapi` assembles their operations, path items and schemas into one document, the CLI
 adds their commands, `workers` runs their loops, `postroom serve` runs their servers and `/metrics`
-reads their probes. Nothing under
-`platform/` imports a capability: a capability reaches the platform only through its manifest.
+reads their probes. Nothing under `platform/` imports a capability: a capability reaches the
+platform only through its manifest.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ in, on the database's clock.
 A caller names its buckets within a workspace and gives each the most attempts a window allows,
 and the window's length in seconds. Bucket names are the caller's keys: each user prefixes its
 own so that no two share one (the public subscribe form counts in "email:<address>" and
-"ip:<address>", lists.model.rate_buckets). Next users: API rate limits, provider send rates.
+"ip:<address>", lists.model.rate_buckets; the SMTP bridge's AUTH in "smtp-user:" and "smtp-ip:"
+under a scope no workspace id can be, delivery.bridge.RATE_SCOPE, and clears them on a success).
+Next users: API rate limits, provider send rates.
 
 The counters live in subscribe_rate_limits (migration 0003), named after its first user: one row
 per (workspace, bucket) for the current window, restarted at 1 by a hit in a later window.
