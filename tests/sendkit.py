@@ -58,6 +58,15 @@ async def drain(w: SendWorker, passes: int = 200) -> None:
     raise AssertionError("the queue did not drain")
 
 
+async def deliver(pool, settings) -> None:
+    """Everything queued, sent by a worker on the real providers with the fast settings."""
+    w = SendWorker(pool, fast(settings))
+    try:
+        await drain(w)
+    finally:
+        await w.aclose()
+
+
 async def message(pool, ws_id: str, message_id: str):
     return await pool.fetchrow("SELECT * FROM message_history WHERE workspace_id = $1 AND id = $2", ws_id, message_id)
 

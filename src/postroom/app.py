@@ -58,10 +58,13 @@ async def not_found(scope, receive, send):
     await error_response(404, "not found")(scope, receive, send)
 
 
-def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -> observability.Observed:
+def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False,
+               public_url: str | None = None) -> observability.Observed:
     """`pool` may be given by the caller (tests share one); otherwise the app opens its own.
-    With `workers`, the capabilities' loops (postroom.workers) run in this process too."""
-    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn)
+    With `workers`, the capabilities' loops (postroom.workers) run in this process too. The
+    capabilities' servers (the SMTP bridge) run with the app; `public_url` is the server's own
+    URL, for what they build links with when no workspace setting or POSTROOM_API_ENDPOINT names one."""
+    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn, public_url=public_url)
     settings.ensure_secret_key()
     api = build_api()
 
@@ -71,12 +74,18 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -
         if owned:
             state.pool = await db.create_pool(dsn, min_size=settings.pool_min, max_size=settings.pool_max,
                                               timeout=settings.db_timeout)
-        tasks = []
+        tasks, servers = [], []
         try:
+            for start in (start for capability in CAPABILITIES for start in capability.servers):
+                server = await start(state)
+                if server is not None:
+                    servers.append(server)
             if workers:
                 tasks = await background.start(state, loops())
             yield
         finally:
+            for server in reversed(servers):
+                await server.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -38,7 +38,8 @@ async def _create_workspace(conn, ws_id: str, name: str):
     return model.to_wire(row)
 
 
-async def _create_api_key(conn, key: bytes, ws_id: str, name: str | None, permissions: str | None) -> str:
+async def _create_api_key(conn, key: bytes, ws_id: str, name: str | None, permissions: str | None) -> tuple[str, str]:
+    """(token, the key's address): the address is its user name on the SMTP bridge."""
     from postroom.auth import model as auth_model
     from postroom.workspaces import store
 
@@ -50,7 +51,7 @@ async def _create_api_key(conn, key: bytes, ws_id: str, name: str | None, permis
         raise CliError(f"--permissions: {exc}") from None
     email = f"{_slug(name or 'cli')}-{secrets.token_hex(3)}@{ws_id}.api.postroom"
     user_id = await store.create_api_key_user(conn, ws_id, email, perms)
-    return auth_model.issue_token(key, user_id, "api_key")
+    return auth_model.issue_token(key, user_id, "api_key", email=email), email
 
 
 async def _bootstrap(conn, settings: Settings, public_url: str) -> str | None:
@@ -60,7 +61,7 @@ async def _bootstrap(conn, settings: Settings, public_url: str) -> str | None:
     if await store.count(conn) > 0:
         return None
     await _create_workspace(conn, "demo", "Demo")
-    token = await _create_api_key(conn, settings.key_bytes, "demo", "demo", None)
+    token, _ = await _create_api_key(conn, settings.key_bytes, "demo", "demo", None)
     body = json.dumps({"workspace_id": "demo", "contact": {"email": "user@example.com", "first_name": "John"}})
     return (
         "\nPostroom is ready. A workspace `demo` was created with this API key (shown only once):\n\n"
@@ -81,17 +82,18 @@ def cmd_serve(args, settings: Settings) -> None:
         settings.ensure_secret_key()
         scheme = "https" if args.ssl_certfile else "http"
         host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+        public_url = f"{scheme}://{host}:{args.port}"
 
         async def prepare(conn):
             applied = await _migrate(conn)
-            return applied, await _bootstrap(conn, settings, f"{scheme}://{host}:{args.port}")
+            return applied, await _bootstrap(conn, settings, public_url)
 
         applied, welcome = asyncio.run(with_conn(dsn, prepare))
         if applied:
             print(f"applied migrations: {', '.join(applied)}", file=sys.stderr)
         if welcome:
             print(welcome, flush=True)
-        app = create_app(settings, dsn, workers=not args.no_workers)
+        app = create_app(settings, dsn, workers=not args.no_workers, public_url=public_url)
         config = uvicorn.Config(
             app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
             access_log=False, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
@@ -130,7 +132,8 @@ def cmd_apikey_create(args, settings: Settings) -> None:
             await _migrate(conn)
             return await _create_api_key(conn, settings.key_bytes, args.workspace, args.name, args.permissions)
 
-        token = asyncio.run(with_conn(dsn, work))
+        token, email = asyncio.run(with_conn(dsn, work))
+    print(f"API key address (its user name on the SMTP bridge): {email}", file=sys.stderr)
     print(token)
 
 

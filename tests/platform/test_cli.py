@@ -45,6 +45,7 @@ async def test_migrate_workspace_and_apikey(empty_db):
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token)   # only the token on stdout
+    assert re.search(r"SMTP bridge\): cli-[0-9a-f]{6}@acme\.api\.postroom$", out.stderr, re.M), out.stderr
 
     conn = await asyncpg.connect(empty_db.url)
     try:

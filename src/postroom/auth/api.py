@@ -74,6 +74,24 @@ async def authorize(state, principal: Principal, workspace_id: str, resource: st
     return membership
 
 
+async def api_key_login(conn, key: bytes, username: str, token: str) -> Principal | None:
+    """An API key given as a user name and password (the SMTP bridge's AUTH, delivery-contract 6):
+    the password is the key's token, the user name its address. The token must verify, be an API
+    key's, carry that address in its `email` claim when it has one (keys issued before the claim
+    existed have none), and its user must still exist with that address. None when refused."""
+    try:
+        principal = model.decode_token(token, key)
+    except AuthError:
+        return None
+    name = username.strip().lower()
+    if principal.type != "api_key" or (principal.email is not None and principal.email.lower() != name):
+        return None
+    user = await store.user_by_id(conn, principal.user_id)
+    if user is None or user["type"] != "api_key" or user["email"].lower() != name:
+        return None
+    return principal
+
+
 def user_json(row) -> dict:
     return {"id": row["id"], "email": row["email"], "name": row["name"], "type": row["type"],
             "created_at": row["created_at"], "updated_at": row["updated_at"]}

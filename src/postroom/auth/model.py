@@ -35,6 +35,7 @@ class Principal:
     user_id: str
     type: str                 # "user" or "api_key"
     session_id: str | None = None
+    email: str | None = None  # an API key's `email` claim (the SMTP bridge's user name), when it has one
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,22 @@ def decode_token(token: str, key: bytes) -> Principal:
             session_id = str(uuid.UUID(str(session_id)))
         except ValueError:
             raise AuthError(401, "Invalid token: session_id is missing or not a valid id") from None
-    return Principal(user_id=user_id, type=kind, session_id=session_id)
+    email = claims.get("email")
+    return Principal(user_id=user_id, type=kind, session_id=session_id,
+                     email=email if isinstance(email, str) and email else None)
 
 
 def issue_token(key: bytes, user_id: str, kind: str, session_id: str | None = None,
-                ttl: int | None = None, now: float | None = None) -> str:
+                ttl: int | None = None, now: float | None = None, email: str | None = None) -> str:
+    """`email`: an API key's address, carried as the `email` claim (as Notifuse's keys do; the
+    SMTP bridge takes it as the user name)."""
     issued = int(now if now is not None else time.time())
     ttl = ttl if ttl is not None else (API_KEY_TTL if kind == "api_key" else SESSION_TTL)
     claims = {"user_id": user_id, "type": kind, "iat": issued, "nbf": issued, "exp": issued + ttl}
     if session_id is not None:
         claims["session_id"] = session_id
+    if email is not None:
+        claims["email"] = email
     return jwt.encode(claims, key, algorithm="HS256")
 
 

@@ -3,14 +3,15 @@
 Each capability declares its manifest in `<capability>/capability.py`; `app.py` keeps the one list
 of manifests and the composition roots read it: the edge serves their endpoints and routes,
 `platform.openapi` assembles their operations, path items and schemas into one document, the CLI
-adds their commands, `workers` runs their loops and `/metrics` reads their probes. Nothing under
-`platform/` imports a capability: a capability reaches the platform only through its manifest.
+adds their commands, `workers` runs their loops, `postroom serve` runs their servers and `/metrics`
+reads their probes. Nothing under `platform/` imports a capability: a capability reaches the
+platform only through its manifest.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ from postroom.platform.http import Endpoint
 Loop = Callable[[Any, Any, asyncio.Event], list[asyncio.Task]]
 # register(subparsers): adds argparse commands, each with set_defaults(run=fn(args, settings)).
 Command = Callable[[Any], None]
+# start(state) -> a started server other than HTTP (an object with `async close()`), or None when
+# its settings leave it off. Run by the API process (`postroom serve`, with or without workers),
+# once per process, for as long as the app runs; never by `postroom worker`.
+Server = Callable[[Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -43,4 +48,5 @@ class Capability:
     schemas: Mapping[str, dict] = field(default_factory=dict)    # OpenAPI component schemas
     commands: Sequence[Command] = ()
     loops: Sequence[Loop] = ()
+    servers: Sequence[Server] = ()
     probes: Sequence[Probe] = ()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import secrets
+import socket
+import ssl
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +87,110 @@ def _duration_env(name: str, default: float) -> float:
     return value
 
 
+def _bool_env(name: str, *aliases: str) -> bool:
+    raw = _env(name, *aliases)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+# ---------------------------------------------------------------- the SMTP bridge (delivery-contract 6)
+
+BRIDGE_TLS_MODES = ("off", "starttls", "implicit")
+BRIDGE_DEFAULT_PORT = 587
+
+
+def _pem_env(name: str, *aliases: str) -> bytes | None:
+    raw = _env(name, *aliases)
+    if raw is None:
+        return None
+    try:
+        pem = base64.b64decode("".join(raw.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{name} must be a base64-encoded PEM file") from None
+    if b"-----BEGIN " not in pem:
+        raise ConfigError(f"{name} must be a base64-encoded PEM file (no PEM block found after decoding)")
+    return pem
+
+
+@dataclass(frozen=True)
+class SmtpBridgeSettings:
+    """The SMTP bridge: off unless enabled; when enabled, `from_env` has checked everything below
+    (a TLS mode that needs a certificate has one that loads), so the server only binds."""
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = BRIDGE_DEFAULT_PORT
+    domain: str = ""                   # the greeting's domain; the host name when empty
+    tls: str = "off"                   # one of BRIDGE_TLS_MODES
+    cert_pem: bytes | None = field(default=None, repr=False)
+    key_pem: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, production: bool) -> "SmtpBridgeSettings":
+        """`production`: whether this installation runs for real (see Settings.production), where a
+        bridge without TLS must be asked for explicitly, since clients send API keys over it."""
+        enabled = _bool_env("POSTROOM_SMTP_BRIDGE_ENABLED", "SMTP_BRIDGE_ENABLED", "SMTP_RELAY_ENABLED")
+        if not enabled:
+            return cls()
+        raw_port = _env("POSTROOM_SMTP_BRIDGE_PORT", "SMTP_BRIDGE_PORT") or str(BRIDGE_DEFAULT_PORT)
+        port = int(raw_port) if raw_port.strip().isdigit() else -1
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"POSTROOM_SMTP_BRIDGE_PORT must be a port number (0-65535), got {raw_port!r}")
+        cert = _pem_env("POSTROOM_SMTP_BRIDGE_TLS_CERT_BASE64", "SMTP_BRIDGE_TLS_CERT_BASE64")
+        key = _pem_env("POSTROOM_SMTP_BRIDGE_TLS_KEY_BASE64", "SMTP_BRIDGE_TLS_KEY_BASE64")
+        raw_mode = _env("POSTROOM_SMTP_BRIDGE_TLS", "SMTP_BRIDGE_TLS")
+        if raw_mode is None:
+            if cert and key:
+                mode = "starttls"
+            elif production:
+                raise ConfigError(
+                    "the SMTP bridge is enabled without TLS: set POSTROOM_SMTP_BRIDGE_TLS_CERT_BASE64 and "
+                    "POSTROOM_SMTP_BRIDGE_TLS_KEY_BASE64 (base64 of PEM files), or POSTROOM_SMTP_BRIDGE_TLS=off "
+                    "to accept API keys in clear text")
+            else:
+                mode = "off"
+        else:
+            mode = raw_mode.strip().lower()
+            if mode not in BRIDGE_TLS_MODES:
+                raise ConfigError(f"POSTROOM_SMTP_BRIDGE_TLS must be one of off, starttls, implicit, got {raw_mode!r}")
+        if mode != "off" and not (cert and key):
+            raise ConfigError(f"POSTROOM_SMTP_BRIDGE_TLS={mode} needs both POSTROOM_SMTP_BRIDGE_TLS_CERT_BASE64 and "
+                              "POSTROOM_SMTP_BRIDGE_TLS_KEY_BASE64 (base64 of PEM files)")
+        out = cls(True, _env("POSTROOM_SMTP_BRIDGE_HOST") or "0.0.0.0", port,
+                  _env("POSTROOM_SMTP_BRIDGE_DOMAIN", "SMTP_BRIDGE_DOMAIN") or "", mode,
+                  cert if mode != "off" else None, key if mode != "off" else None)
+        out.tls_context()  # a certificate that does not load is a start-up error, not a failed handshake
+        return out
+
+    @property
+    def greeting_domain(self) -> str:
+        return self.domain or socket.gethostname()
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server context of `starttls` and `implicit`; None when TLS is off."""
+        if self.tls == "off" or not self.cert_pem or not self.key_pem:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # load_cert_chain reads files only: the PEMs go to a private directory for the call
+        with tempfile.TemporaryDirectory(prefix="postroom-tls-") as tmp:
+            cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            for path, data in ((cert_path, self.cert_pem), (key_path, self.key_pem)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+            try:
+                context.load_cert_chain(cert_path, key_path)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError("the SMTP bridge's certificate and key do not load "
+                                  f"(POSTROOM_SMTP_BRIDGE_TLS_CERT_BASE64, ..._KEY_BASE64): {exc}") from None
+        return context
+
+
 # Standard Webhooks' suggested ladder: 30 s, 1 min, 2 min, 5 min, 15 min, 30 min, 1 h, 2 h, 6 h, 24 h.
 WEBHOOK_RETRY_SCHEDULE = (30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 
@@ -129,10 +237,18 @@ class Settings:
     delivery_fake_provider: bool = False          # accept kind "fake" (tests and benches only)
     # GET /metrics asks for `Authorization: Bearer <metrics_token>` when this is set
     metrics_token: str | None = None
+    smtp_bridge: SmtpBridgeSettings = field(default_factory=SmtpBridgeSettings)
+
+    @property
+    def production(self) -> bool:
+        """Postroom has no mode switch: an installation on a PostgreSQL of its own
+        (POSTROOM_DATABASE_URL) is taken for production, the embedded database for a trial or a
+        development machine (as ensure_secret_key reads it too)."""
+        return bool(self.database_url)
 
     @classmethod
     def from_env(cls) -> "Settings":
-        return cls(
+        settings = cls(
             database_url=_env("POSTROOM_DATABASE_URL"),
             data_dir=Path(_env("POSTROOM_DATA_DIR") or ".postroom").expanduser().resolve(),
             secret_key=_env("POSTROOM_SECRET_KEY", "SECRET_KEY"),
@@ -159,6 +275,8 @@ class Settings:
             delivery_lease=_duration_env("POSTROOM_DELIVERY_LEASE", 300.0),
             delivery_concurrency=_int_env("POSTROOM_DELIVERY_CONCURRENCY", 256),
         )
+        settings.smtp_bridge = SmtpBridgeSettings.from_env(production=settings.production)
+        return settings
 
     def ensure_secret_key(self) -> str:
         """Embedded mode keeps a generated key in the data dir; with an external database it must be set."""

@@ -4,7 +4,9 @@ in, on the database's clock.
 A caller names its buckets within a workspace and gives each the most attempts a window allows,
 and the window's length in seconds. Bucket names are the caller's keys: each user prefixes its
 own so that no two share one (the public subscribe form counts in "email:<address>" and
-"ip:<address>", lists.model.rate_buckets). Next users: API rate limits, provider send rates.
+"ip:<address>", lists.model.rate_buckets; the SMTP bridge's AUTH in "smtp-user:" and "smtp-ip:"
+under a scope no workspace id can be, delivery.bridge.RATE_SCOPE, and clears them on a success).
+Next users: API rate limits, provider send rates.
 
 The counters live in subscribe_rate_limits (migration 0003), named after its first user: one row
 per (workspace, bucket) for the current window, restarted at 1 by a hit in a later window.
@@ -33,6 +35,8 @@ RETURNING r.bucket, r.hits,
           greatest(1, ceil(extract(epoch FROM r.window_start - now()) + $3))::int AS retry_after
 """
 
+FORGET = "DELETE FROM subscribe_rate_limits WHERE workspace_id = $1 AND bucket = ANY($2::text[])"
+
 SWEEP = f"""
 DELETE FROM subscribe_rate_limits WHERE workspace_id = $1 AND window_start < now() - interval '{MAX_WINDOW} seconds'
 """
@@ -49,3 +53,8 @@ async def count_attempt(conn, workspace_id: str, limits: Mapping[str, int], wind
         await conn.execute(SWEEP, workspace_id)
     over = [row["retry_after"] for row in rows if row["hits"] > limits[row["bucket"]]]
     return max(over) if over else None
+
+
+async def forget(conn, workspace_id: str, buckets) -> None:
+    """Clears the counters of `buckets`: for limits that a success resets (the SMTP bridge's AUTH)."""
+    await conn.execute(FORGET, workspace_id, sorted(buckets))

@@ -82,7 +82,7 @@ async def create_api_key(call: Call):
                                                       auth_model.full_permissions())
         except ValueError as exc:
             raise RuleError(str(exc), 409) from None
-    token = auth_model.issue_token(call.settings.key_bytes, user_id, "api_key")
+    token = auth_model.issue_token(call.settings.key_bytes, user_id, "api_key", email=email)
     return {"token": token, "email": email}
 
 
