@@ -799,3 +799,39 @@ SELECT w.settings, to_jsonb(n) AS notification, to_jsonb(i) AS integration, to_j
 async def send_reads(conn, workspace_id: str, notification_id: str, link_secret: str):
     """SEND_READS for a workspace, a notification id and the name of the links' secret."""
     return await conn.fetchrow(SEND_READS, workspace_id, notification_id, link_secret, MESSAGE_DATA_SECRET)
+
+
+# ---------------------------------------------------------------- list mails that are never queued
+
+MESSAGE_EXISTS = "SELECT true FROM message_history WHERE workspace_id = $1 AND id = $2"
+
+
+async def message_exists(conn, workspace_id: str, message_id: str) -> bool:
+    return bool(await conn.fetchval(MESSAGE_EXISTS, workspace_id, message_id))
+
+
+# A message that fails before it could be queued (no provider to send it with): its history row
+# starts failed, so that messages.list, the contact's timeline and email.failed subscribers show it.
+INSERT_FAILED_MESSAGE = f"""
+INSERT INTO message_history (workspace_id, id, contact_email, list_id, template_id, template_version, channel,
+                             message_data, status, status_info, failed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{Status.FAILED}', left($9, {model.STATUS_INFO_MAX}), now())
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+
+async def record_failed(conn, key_bytes: bytes, out: Outgoing, status_info: str) -> None:
+    """The history row of a message that could not be queued, failed from the start, with its
+    timeline entries (insert, then the failure) and its email.failed event, in the caller's
+    transaction. `out.integration_id` is not recorded (there is none)."""
+    key = await message_key(conn, out.workspace_id, key_bytes)
+    row = await conn.fetchrow(
+        INSERT_FAILED_MESSAGE, out.workspace_id, out.message_id, out.contact_email, out.list_id, out.template_id,
+        out.template_version, out.channel, seal_data(key, out.workspace_id, out.message_id, out.data, out.metadata),
+        status_info)
+    await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "insert_message_history", ENTITY,
+                       out.message_id, model.insert_changes(row))
+    await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "update_message_history", ENTITY,
+                       out.message_id, model.update_changes(Outcome("failed"), row))
+    await events.emit(conn, out.workspace_id, "email.failed", out.contact_email,
+                      model.event_data(row, row["failed_at"], with_info=True))
