@@ -4,6 +4,7 @@ confirmations consumer -> the send queue -> the SMTP sink; and lists' double_opt
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
@@ -13,11 +14,11 @@ from urllib.parse import urlencode
 import pytest
 from fakes.smtp_sink import Sink, serving
 from helpers import assert_json_error, snapshot
-from sendkit import drain, fast
-from txkit import SENDERS, ok
+from sendkit import deliver, fast
+from txkit import SENDERS, messages, ok
 
 from postroom.delivery import confirmation_mail, confirmations, store as delivery_store
-from postroom.delivery.worker import SendWorker
+from postroom.delivery.capability import CAPABILITY
 from postroom.workspaces import secrets as ws_secrets
 
 BASE = "http://postroom.test"   # the test client's URL: the subscribe request's, so the links'
@@ -64,19 +65,6 @@ async def make_list(client, ws, list_id="news", status=201, **fields):
 async def public_subscribe(client, ws, email, list_id="news", **contact):
     await ok(await client.post("/subscribe", json={"workspace_id": ws.id, "contact": {"email": email, **contact},
                                                    "list_ids": [list_id]}))
-
-
-async def deliver(pool, settings) -> None:
-    worker = SendWorker(pool, fast(settings))
-    try:
-        await drain(worker)
-    finally:
-        await worker.aclose()
-
-
-async def messages(client, ws, **params) -> list[dict]:
-    r = await client.get("/api/messages.list", headers=ws.headers, params={"workspace_id": ws.id, **params})
-    return (await ok(r))["messages"]
 
 
 async def email_hmac(pool, settings, ws, email: str) -> str:
@@ -361,3 +349,21 @@ async def test_update_sets_keeps_and_clears_the_template(client, pool, templated
     assert "double_optin_template" not in await update(double_optin_template=None)
     listed = await ok(await client.get("/api/lists.list", headers=ws.headers, params={"workspace_id": ws.id}))
     assert [x.get("double_optin_template") for x in listed["lists"]] == [None]
+
+
+async def test_the_delivery_loops_send_it_unattended(client, ws, pool, settings, sink):
+    """The loops of delivery's manifest, as `postroom worker` runs them: the confirmation
+    consumer and the send loop, woken by nothing but their polls and the queue's NOTIFY."""
+    await marketing(client, ws, sink)
+    await ok(await make_list(client, ws), 201)
+    stop = asyncio.Event()
+    tasks = [t for loop in CAPABILITY.loops for t in loop(pool, fast(settings), stop)]
+    try:
+        await public_subscribe(client, ws, "live@example.com")
+        await sink.wait_for(lambda: len(sink.received) >= 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    (mail,) = sink.received
+    assert mail.rcpt_tos == ["live@example.com"]
+    assert mail.header("Subject") == "Please confirm your subscription to News"

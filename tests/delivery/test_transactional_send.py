@@ -11,10 +11,8 @@ import re
 import pytest
 from fakes.smtp_sink import Sink, serving
 from helpers import assert_json_error, snapshot
-from sendkit import drain, fast
-from txkit import ok, send_s, setup, welcome
-
-from postroom.delivery.worker import SendWorker
+from sendkit import deliver
+from txkit import messages, ok, send_s, setup, welcome
 
 V = "validation error: "
 
@@ -32,19 +30,6 @@ async def sink():
 
 async def send(client, ws, body, headers=None):
     return await client.post("/api/transactional.send", headers=headers or ws.headers, json=body)
-
-
-async def deliver(pool, settings) -> None:
-    worker = SendWorker(pool, fast(settings))
-    try:
-        await drain(worker)
-    finally:
-        await worker.aclose()
-
-
-async def messages(client, ws, **params) -> list[dict]:
-    r = await client.get("/api/messages.list", headers=ws.headers, params={"workspace_id": ws.id, **params})
-    return (await ok(r))["messages"]
 
 
 def b64(data: bytes) -> str:

@@ -188,17 +188,10 @@ async def confirm_once(pool, settings, batch: int = BATCH, max_workspaces: int =
 async def run(pool, settings, stop: asyncio.Event) -> None:
     """The consumer loop: passes while there is work, then a poll interval's rest (pending
     memberships are not announced: the loop polls, like the webhook dispatcher)."""
-    while not stop.is_set():
-        try:
-            busy = await confirm_once(pool, settings) > 0
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("confirmation pass failed; retrying")
-            await queue.pause(stop, 1.0)
-            continue
-        if not busy:
-            await queue.pause(stop, settings.delivery_poll_interval)
+    async def one_pass() -> bool:
+        return await confirm_once(pool, settings) > 0
+
+    await queue.run_passes(stop, one_pass, settings.delivery_poll_interval, log, "confirmation")
 
 
 def start(pool, settings, stop: asyncio.Event) -> list[asyncio.Task]:
