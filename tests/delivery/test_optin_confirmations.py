@@ -367,3 +367,34 @@ async def test_the_delivery_loops_send_it_unattended(client, ws, pool, settings,
     (mail,) = sink.received
     assert mail.rcpt_tos == ["live@example.com"]
     assert mail.header("Subject") == "Please confirm your subscription to News"
+
+
+async def test_a_membership_set_pending_by_the_api_is_mailed(client, ws, pool, settings, sink):
+    await marketing(client, ws, sink)
+    await ok(await make_list(client, ws), 201)
+    await ok(await client.post("/api/lists.subscribe", headers=ws.headers, json={
+        "workspace_id": ws.id, "contact": {"email": "ask@example.com"}, "list_ids": ["news"]}))
+    await ok(await client.post("/api/contactLists.updateStatus", headers=ws.headers, json={
+        "workspace_id": ws.id, "email": "ask@example.com", "list_id": "news", "status": "pending"}))
+    assert await confirmations.confirm_once(pool, settings) == 1
+    await deliver(pool, settings)
+    assert [m.rcpt_tos for m in sink.received] == [["ask@example.com"]]
+
+
+# ---------------------------------------------------------------- the pure rules
+
+def test_language_choice_of_the_default():
+    assert confirmation_mail.language_for("fr", ["en", "fr"], "en") == "fr"
+    assert confirmation_mail.language_for("FR_ca", ["en", "fr"], "en") == "fr"
+    assert confirmation_mail.language_for("fr", [], "en") == "en"            # the workspace does not speak it
+    assert confirmation_mail.language_for(None, [], "de") == "de"            # the workspace's default
+    assert confirmation_mail.language_for("it", ["it"], "it") == "en"        # not written: English
+    assert set(confirmation_mail.LANGUAGES) == {"en", "fr", "de", "es"}
+
+
+def test_message_ids_and_the_links_base():
+    one = confirmation_mail.message_id("ws1", 41)
+    assert one == confirmation_mail.message_id("ws1", 41) != confirmation_mail.message_id("ws1", 42)
+    assert one != confirmation_mail.message_id("ws2", 41)
+    assert confirmation_mail.endpoint_of_link("https://x.test/pr/confirm?workspace_id=w&token=t") == "https://x.test/pr"
+    assert confirmation_mail.endpoint_of_link(None) == "" and confirmation_mail.endpoint_of_link("junk") == ""

@@ -2,7 +2,8 @@
 `double_optin_template` of its own, and the rules a confirmation message follows. Pure: no I/O.
 
 The default is MJML with Liquid, rendered through the one render path like any template, with
-the template data every list mail gets (`list`, `contact`, `confirm_subscription_url`...). It is
+the template data every list mail gets (`list`, `contact`, `confirm_subscription_url`...). The
+list's name is escaped in the HTML body (the render path escapes contact values only). It is
 written in English, French, German and Spanish; the language is the contact's when the workspace
 works in it (its `languages` or `default_language`), else the workspace's default language, else
 English.
@@ -61,7 +62,7 @@ _TEXTS = {
         "preview": "One click to confirm, and you are on the list.",
         "title": "Confirm your subscription",
         "hello": "Hello {{ contact.first_name }},", "hello_bare": "Hello,",
-        "body": "You asked to receive <strong>{{ list.name }}</strong> at {{ contact.email }}. Please confirm "
+        "body": "You asked to receive <strong>{{ list.name | escape }}</strong> at {{ contact.email }}. Please confirm "
                 "that this address is yours by clicking the button below.",
         "body_text": "You asked to receive {{ list.name }} at {{ contact.email }}. Please confirm that this "
                      "address is yours by opening the link below.",
@@ -74,7 +75,7 @@ _TEXTS = {
         "preview": "Un clic pour confirmer votre inscription.",
         "title": "Confirmez votre inscription",
         "hello": "Bonjour {{ contact.first_name }},", "hello_bare": "Bonjour,",
-        "body": "Vous avez demandé à recevoir <strong>{{ list.name }}</strong> à l'adresse {{ contact.email }}. "
+        "body": "Vous avez demandé à recevoir <strong>{{ list.name | escape }}</strong> à l'adresse {{ contact.email }}. "
                 "Merci de confirmer que cette adresse est bien la vôtre en cliquant sur le bouton ci-dessous.",
         "body_text": "Vous avez demandé à recevoir {{ list.name }} à l'adresse {{ contact.email }}. Merci de "
                      "confirmer que cette adresse est bien la vôtre en ouvrant le lien ci-dessous.",
@@ -88,7 +89,7 @@ _TEXTS = {
         "preview": "Ein Klick, und Ihre Anmeldung ist bestätigt.",
         "title": "Anmeldung bestätigen",
         "hello": "Hallo {{ contact.first_name }},", "hello_bare": "Hallo,",
-        "body": "Sie haben sich mit der Adresse {{ contact.email }} für <strong>{{ list.name }}</strong> "
+        "body": "Sie haben sich mit der Adresse {{ contact.email }} für <strong>{{ list.name | escape }}</strong> "
                 "angemeldet. Bitte bestätigen Sie, dass diese Adresse Ihnen gehört, indem Sie auf die "
                 "Schaltfläche unten klicken.",
         "body_text": "Sie haben sich mit der Adresse {{ contact.email }} für {{ list.name }} angemeldet. Bitte "
@@ -103,7 +104,7 @@ _TEXTS = {
         "preview": "Un clic para confirmar tu suscripción.",
         "title": "Confirma tu suscripción",
         "hello": "Hola, {{ contact.first_name }}:", "hello_bare": "Hola:",
-        "body": "Has solicitado recibir <strong>{{ list.name }}</strong> en {{ contact.email }}. Confirma que "
+        "body": "Has solicitado recibir <strong>{{ list.name | escape }}</strong> en {{ contact.email }}. Confirma que "
                 "esta dirección es tuya haciendo clic en el botón de abajo.",
         "body_text": "Has solicitado recibir {{ list.name }} en {{ contact.email }}. Confirma que esta dirección "
                      "es tuya abriendo el siguiente enlace.",
