@@ -106,57 +106,87 @@ def _default(contact: dict, settings: dict) -> _Mail:
     return _Mail(mail.default_content(language), mail.DEFAULT_TEMPLATE_ID, mail.DEFAULT_TEMPLATE_VERSION)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A list.pending event whose membership still waits: what its confirmation is sent to."""
+    message_id: str
+    email: str
+    list: Any                        # the list row
+    contact: dict                    # the contact in wire form
+
+
+async def _still_pending(conn, workspace_id: str, event) -> _Pending | None:
+    """The event's membership when it still waits for a confirmation and its message was not
+    made by an earlier hand-out of the event; None (logged) otherwise."""
+    data = event["data"]
+    list_id = mail.list_context(data)["id"]
+    email = (data.get("contact_list") or {}).get("email") or event["subject"]
+    message_id = mail.message_id(workspace_id, event["id"])
+    if not email or not list_id or await store.message_exists(conn, workspace_id, message_id):
+        return None
+    lst = await lists_store.get_list(conn, workspace_id, list_id)
+    membership = await lists_store.get_membership(conn, workspace_id, list_id, email) if lst else None
+    found = await contacts_store.get_by_email(conn, workspace_id, email) if membership else None
+    if lst is None:
+        why = "the list was deleted"
+    elif found is None:   # a contact's memberships go with it
+        why = "no longer a member"
+    elif membership["status"] != lists_model.PENDING:
+        why = f"the membership is {membership['status']} now"
+    else:
+        return _Pending(message_id, email, lst, found[0])
+    log.info("workspace %s: no confirmation for %s on list %s: %s", workspace_id, email, list_id, why)
+    return None
+
+
+async def _render(ws: _Workspace, chosen: _Mail, p: _Pending, values: dict, endpoint: str):
+    """(the mail rendered, the _Mail it came from): the list's template, else the default when
+    that one does not render (logged). result.success False: not even the default rendered."""
+    options = engine.Options(endpoint=endpoint)
+    result = await sending.render(chosen.content, values, options)
+    if not result.success and chosen.template_id != mail.DEFAULT_TEMPLATE_ID:
+        log.warning("workspace %s: double_optin_template %s does not render (%s); the built-in confirmation is sent",
+                    ws.id, chosen.template_id, result.error.message)
+        chosen = _default(p.contact, ws.settings)
+        result = await sending.render(chosen.content, values, options)
+    return result, chosen
+
+
 async def _confirm(conn, settings, ws: _Workspace, event) -> str | None:
     """Queues (or records failed) the confirmation of one list.pending event; returns the message
     id, None when the event is skipped."""
-    data = event["data"]
-    lst_ctx = mail.list_context(data)
-    email = (data.get("contact_list") or {}).get("email") or event["subject"]
-    message_id = mail.message_id(ws.id, event["id"])
-    if not email or not lst_ctx["id"] or await store.message_exists(conn, ws.id, message_id):
+    p = await _still_pending(conn, ws.id, event)
+    if p is None:
         return None
-    lst = await lists_store.get_list(conn, ws.id, lst_ctx["id"])
-    membership = await lists_store.get_membership(conn, ws.id, lst_ctx["id"], email) if lst else None
-    found = await contacts_store.get_by_email(conn, ws.id, email) if membership else None
-    if found is None or membership["status"] != lists_model.PENDING:
-        log.info("workspace %s: no confirmation for %s on list %s: no longer pending", ws.id, email, lst_ctx["id"])
-        return None
-    contact = found[0]
-    lst_ctx = {"id": lst["id"], "name": lst["name"]}
-    default_language = templates_model.workspace_languages(ws.settings)[1]
-    chosen = await _list_template(conn, ws.id, lst[lists_model.TEMPLATE_REF], contact.get("language"),
-                                  default_language) or _default(contact, ws.settings)
-    base = settings.api_endpoint or mail.endpoint_of_link(data.get("confirm_url"))
+    lst = p.list
+    chosen = await _list_template(conn, ws.id, lst[lists_model.TEMPLATE_REF], p.contact.get("language"),
+                                  templates_model.workspace_languages(ws.settings)[1]) or _default(p.contact, ws.settings)
+    base = settings.api_endpoint or mail.endpoint_of_link(event["data"].get("confirm_url"))
     endpoint = templates_model.public_endpoint(ws.settings, base)
-    values = template_data(Sending(ws.id, endpoint, ws.settings.get("website_url"), ws.secret, message_id,
-                                   int(time.time()), contact=contact, list=lst_ctx))
-    failure = ws.missing or (None if endpoint else mail.NO_ENDPOINT)
-    result = None
+    values = template_data(Sending(ws.id, endpoint, ws.settings.get("website_url"), ws.secret, p.message_id,
+                                   int(time.time()), contact=p.contact, list={"id": lst["id"], "name": lst["name"]}))
+    failure, result = ws.missing or (None if endpoint else mail.NO_ENDPOINT), None
     if failure is None:
-        result = await sending.render(chosen.content, values, engine.Options(endpoint=endpoint))
-        if not result.success and chosen.template_id != mail.DEFAULT_TEMPLATE_ID:
-            log.warning("workspace %s: double_optin_template %s does not render (%s); the built-in confirmation "
-                        "is sent", ws.id, chosen.template_id, result.error.message)
-            chosen = _default(contact, ws.settings)
-            result = await sending.render(chosen.content, values, engine.Options(endpoint=endpoint))
+        result, chosen = await _render(ws, chosen, p, values, endpoint)
         if not result.success:
             failure = f"template compilation failed: {result.error.message}"
     integration = ws.integration
-    sender = resolve_sender(integration["senders"], chosen.sender_id) if integration is not None else None
+    sender = resolve_sender(integration["senders"], chosen.sender_id) if failure is None else None
     out = Outgoing(
         workspace_id=ws.id, integration_id=integration["id"] if integration is not None else "",
-        contact_email=email, from_address=sender["email"] if sender else "", from_name=sender["name"] if sender else "",
-        subject=(result.subject or "") if result else "", html=result.html if result else "",
-        text=result.text if result else None, template_id=chosen.template_id,
+        contact_email=p.email, from_address=sender["email"] if sender else "", from_name=sender["name"] if sender else "",
+        subject=result.subject or "" if sender else "", html=result.html if sender else "",
+        text=result.text if sender else None, template_id=chosen.template_id,
         template_version=chosen.template_version, source_type=Source.LIST, source_id=lst["id"],
-        message_id=message_id, list_id=lst["id"], data=values,
+        message_id=p.message_id, list_id=lst["id"], data=values,
         email_options={"reply_to": chosen.reply_to} if chosen.reply_to else {})
     if failure is not None:
-        log.warning("workspace %s: confirmation email to %s for list %s not sent: %s", ws.id, email, lst["id"], failure)
+        log.warning("workspace %s: confirmation email to %s for list %s not sent: %s", ws.id, p.email, lst["id"],
+                    failure)
         await store.record_failed(conn, settings.key_bytes, out, failure)
-        return message_id
-    await store.enqueue(conn, settings.key_bytes, out, integration["kind"], settings.delivery_max_attempts)
-    return message_id
+    else:
+        await store.enqueue(conn, settings.key_bytes, out, integration["kind"], settings.delivery_max_attempts)
+    return p.message_id
 
 
 async def confirm_workspace(pool, settings, workspace_id: str, batch: int = BATCH) -> int | None:
