@@ -61,7 +61,6 @@ _TEXTS = {
         "subject": "Please confirm your subscription to {{ list.name }}",
         "preview": "One click to confirm, and you are on the list.",
         "title": "Confirm your subscription",
-        "hello": "Hello {{ contact.first_name }},", "hello_bare": "Hello,",
         "body": "You asked to receive <strong>{{ list.name | escape }}</strong> at {{ contact.email }}. Please confirm "
                 "that this address is yours by clicking the button below.",
         "body_text": "You asked to receive {{ list.name }} at {{ contact.email }}. Please confirm that this "
@@ -74,7 +73,6 @@ _TEXTS = {
         "subject": "Merci de confirmer votre inscription à {{ list.name }}",
         "preview": "Un clic pour confirmer votre inscription.",
         "title": "Confirmez votre inscription",
-        "hello": "Bonjour {{ contact.first_name }},", "hello_bare": "Bonjour,",
         "body": "Vous avez demandé à recevoir <strong>{{ list.name | escape }}</strong> à l'adresse {{ contact.email }}. "
                 "Merci de confirmer que cette adresse est bien la vôtre en cliquant sur le bouton ci-dessous.",
         "body_text": "Vous avez demandé à recevoir {{ list.name }} à l'adresse {{ contact.email }}. Merci de "
@@ -88,7 +86,6 @@ _TEXTS = {
         "subject": "Bitte bestätigen Sie Ihre Anmeldung für {{ list.name }}",
         "preview": "Ein Klick, und Ihre Anmeldung ist bestätigt.",
         "title": "Anmeldung bestätigen",
-        "hello": "Hallo {{ contact.first_name }},", "hello_bare": "Hallo,",
         "body": "Sie haben sich mit der Adresse {{ contact.email }} für <strong>{{ list.name | escape }}</strong> "
                 "angemeldet. Bitte bestätigen Sie, dass diese Adresse Ihnen gehört, indem Sie auf die "
                 "Schaltfläche unten klicken.",
@@ -103,7 +100,6 @@ _TEXTS = {
         "subject": "Confirma tu suscripción a {{ list.name }}",
         "preview": "Un clic para confirmar tu suscripción.",
         "title": "Confirma tu suscripción",
-        "hello": "Hola, {{ contact.first_name }}:", "hello_bare": "Hola:",
         "body": "Has solicitado recibir <strong>{{ list.name | escape }}</strong> en {{ contact.email }}. Confirma que "
                 "esta dirección es tuya haciendo clic en el botón de abajo.",
         "body_text": "Has solicitado recibir {{ list.name }} en {{ contact.email }}. Confirma que esta dirección "
@@ -114,6 +110,11 @@ _TEXTS = {
     },
 }
 LANGUAGES = tuple(_TEXTS)
+
+# No Liquid tags in the MJML (only `{{ }}` outputs): the render path then renders it with mrml once
+# and puts each recipient's values in (templates.render.once), 1.4 ms a mail instead of 5.6 here.
+# That is why there is no "Hello {{ contact.first_name }}" line, which needs an `if` for contacts
+# without a name (most of a public form's).
 
 _MJML = """<mjml>
   <mj-head>
@@ -126,7 +127,6 @@ _MJML = """<mjml>
     <mj-section background-color="#ffffff" padding="32px 24px">
       <mj-column>
         <mj-text font-size="22px" line-height="30px" font-weight="bold">{title}</mj-text>
-        <mj-text>{{% if contact.first_name %}}{hello}{{% else %}}{hello_bare}{{% endif %}}</mj-text>
         <mj-text>{body}</mj-text>
         <mj-button href="{{{{ confirm_subscription_url }}}}" background-color="#2563eb" color="#ffffff"
                    font-size="16px" font-weight="bold" border-radius="6px" inner-padding="14px 28px">{button}</mj-button>
@@ -140,8 +140,6 @@ _MJML = """<mjml>
 """
 
 _TEXT = """{title}
-
-{{% if contact.first_name %}}{hello}{{% else %}}{hello_bare}{{% endif %}}
 
 {body_text}
 
