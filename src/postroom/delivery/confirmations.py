@@ -88,9 +88,7 @@ async def _list_template(conn, workspace_id: str, ref: dict | None, language: st
     """The list's own template as a _Mail, None when it has none or it is gone (deleted since)."""
     if not ref:
         return None
-    template = await templates_store.latest_live(conn, workspace_id, ref["id"])
-    if template is not None and ref.get("version") and template["version"] != ref["version"]:
-        template = await templates_store.get(conn, workspace_id, ref["id"], ref["version"])
+    template = await templates_store.live_version(conn, workspace_id, ref["id"], ref.get("version"))
     if template is None or template["channel"] != "email" or not template["email"]:
         log.warning("workspace %s: double_optin_template %s is gone; the built-in confirmation is sent",
                     workspace_id, ref["id"])

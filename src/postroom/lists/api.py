@@ -71,10 +71,8 @@ def _template_check(workspace_id: str, prefix: str):
     """check(conn, ref): a double_optin_template must name a live email template of this workspace
     (that version, when it names one)."""
     async def check(conn, ref: dict) -> None:
-        template = await templates_store.latest_live(conn, workspace_id, ref["id"])
-        if template is not None and ref["version"] and template["version"] != ref["version"]:
-            template = await templates_store.get(conn, workspace_id, ref["id"], ref["version"])
-        model.check_template_ref(prefix, ref, template)
+        model.check_template_ref(prefix, ref, await templates_store.live_version(conn, workspace_id, ref["id"],
+                                                                              ref["version"]))
     return check
 
 

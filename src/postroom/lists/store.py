@@ -50,7 +50,8 @@ def _rfc3339(column: str) -> str:
 #                     "confirm_url": the link as a plain string, on list.pending;
 #   event data:       {"contact_list": {email, list_id, list_name, status, created_at, updated_at},
 #                      "previous_status", and "confirm_url" on list.pending}.
-# The confirmation link rides along until Postroom sends the confirmation email itself.
+# The signed link rides along for webhook subscribers that send their own confirmation; Postroom's
+# own confirmation email (delivery.confirmations) links to the notification center instead.
 _ENTRIES = """SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
            jsonb_build_object('status', jsonb_build_object('old', c.old_status, 'new', c.new_status))
            || CASE WHEN c.confirm_url IS NULL THEN '{}'::jsonb
