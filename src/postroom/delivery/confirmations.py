@@ -61,7 +61,8 @@ class _Workspace:
     settings: dict
     integration: Any                 # its marketing email integration row, None when it has none
     missing: str | None              # why there is none (status_info)
-    secret: str
+    secret: str                      # the links' email_hmac secret
+    data_key: bytes                  # the key message_data is sealed with
 
     @classmethod
     async def load(cls, conn, workspace_id: str, key_bytes: bytes) -> "_Workspace":
@@ -72,7 +73,8 @@ class _Workspace:
         if integration is None:
             missing = mail.provider_missing(provider_id) if provider_id else mail.NO_PROVIDER
         return cls(workspace_id, settings, integration, missing,
-                   await sending.email_hmac_secret(conn, workspace_id, key_bytes))
+                   await sending.email_hmac_secret(conn, workspace_id, key_bytes),
+                   await store.message_key(conn, workspace_id, key_bytes))
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,8 @@ async def _confirm(conn, settings, ws: _Workspace, event) -> str | None:
                     failure)
         await store.record_failed(conn, settings.key_bytes, out, failure)
     else:
-        await store.enqueue(conn, settings.key_bytes, out, integration["kind"], settings.delivery_max_attempts)
+        await store.enqueue(conn, settings.key_bytes, out, integration["kind"], settings.delivery_max_attempts,
+                            key=ws.data_key)
     return p.message_id
 
 
