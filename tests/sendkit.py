@@ -46,6 +46,15 @@ def worker(pool, settings, fake: Fake) -> SendWorker:
     return SendWorker(pool, settings, provider_factory=fake.factory)
 
 
+async def deliver(pool, settings) -> None:
+    """Everything queued sent (or failed) by a worker on the real providers, with a fast queue."""
+    w = SendWorker(pool, fast(settings))
+    try:
+        await drain(w)
+    finally:
+        await w.aclose()
+
+
 async def drain(w: SendWorker, passes: int = 200) -> None:
     """run_once until a pass finds nothing and nothing is waiting for a retry."""
     import asyncio
@@ -56,15 +65,6 @@ async def drain(w: SendWorker, passes: int = 200) -> None:
                 return
             await asyncio.sleep(0.02)
     raise AssertionError("the queue did not drain")
-
-
-async def deliver(pool, settings) -> None:
-    """Everything queued, sent by a worker on the real providers with the fast settings."""
-    w = SendWorker(pool, fast(settings))
-    try:
-        await drain(w)
-    finally:
-        await w.aclose()
 
 
 async def message(pool, ws_id: str, message_id: str):

@@ -52,6 +52,12 @@ async def setup(client, ws, *, smtp_port: int | None = None, settings: dict | No
     return integration_id
 
 
+async def messages(client, ws, **params) -> list[dict]:
+    """messages.list of the workspace with these filters."""
+    r = await client.get("/api/messages.list", headers=ws.headers, params={"workspace_id": ws.id, **params})
+    return (await ok(r))["messages"]
+
+
 def send_s(ws_id: str, **changes) -> dict:
     n = {"id": "welcome_email", "contact": {"email": "jane@example.com", "first_name": "Jane"},
          "channels": ["email"], "data": {"code": "X1"}}

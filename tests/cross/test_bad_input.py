@@ -228,9 +228,11 @@ def valid_body(path: str, s: Seeded) -> dict:
         "/api/contacts.import": {"workspace_id": w, "contacts": [{"email": "known@example.com", "first_name": "New"}],
                                  "subscribe_to_lists": ["private"]},
         "/api/lists.create": {"workspace_id": w, "id": "fresh", "name": "Fresh", "is_double_optin": False,
-                              "is_public": False, "description": "about"},
+                              "is_public": False, "description": "about",
+                              "double_optin_template": {"id": "mail", "version": 0}},
         "/api/lists.update": {"workspace_id": w, "id": "news", "name": "Renamed", "is_double_optin": True,
-                              "is_public": False, "description": "about"},
+                              "is_public": False, "description": "about",
+                              "double_optin_template": {"id": "mail", "version": 0}},
         "/api/lists.delete": {"workspace_id": w, "id": "news"},
         "/api/lists.subscribe": {"workspace_id": w, "contact": {"email": "known@example.com"},
                                  "list_ids": ["private"]},
@@ -385,6 +387,9 @@ FILTER_FIELDS = [
     field(("custom_event_filters", "event_names", 0), STRING, hint="event_names"),
 ]
 EMAIL = field("email", STRING, True, nul="kn\x00own@example.com")
+# a list's double_optin_template: null clears it; inside it, `id` is required
+TEMPLATE_REF_FIELDS = [field("double_optin_template", {O}), field("double_optin_template.id", STRING, True),
+                       field("double_optin_template.version", {I})]
 LIST_ID = field("list_id", STRING, True, nul="ne\x00ws")
 SUB_ID = field("id", STRING, True)
 
@@ -509,9 +514,11 @@ FIELDS: dict[str, list[Field]] = {
                              field(("subscribe_to_lists", 0), STRING, hint="subscribe_to_lists", nul="priv\x00ate",
                                    nul_error="list not found: priv\x00ate")],
     "/api/lists.create": [WS_FIELD, field("id", STRING, True, nul="fr\x00esh"), field("name", STRING, True),
-                          field("is_double_optin", BOOL), field("is_public", BOOL), field("description", STRING)],
+                          field("is_double_optin", BOOL), field("is_public", BOOL), field("description", STRING),
+                          *TEMPLATE_REF_FIELDS],
     "/api/lists.update": [WS_FIELD, field("id", STRING, True, nul="ne\x00ws"), field("name", STRING, True),
-                          field("is_double_optin", BOOL), field("is_public", BOOL), field("description", STRING)],
+                          field("is_double_optin", BOOL), field("is_public", BOOL), field("description", STRING),
+                          *TEMPLATE_REF_FIELDS],
     "/api/lists.delete": [WS_FIELD, field("id", STRING, True, nul="ne\x00ws")],
     "/api/lists.subscribe": [WS_FIELD, field("contact", {O}, True), *contact_fields(("contact",)),
                              field("list_ids", {A}, True),

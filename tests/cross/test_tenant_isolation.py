@@ -349,10 +349,15 @@ def lists_cases(path: str, c: Ctx) -> list[Probe]:
         "/api/lists.stats": [Probe(params={"workspace_id": w, "list_id": b.private_list}, swap=c.private(), status=404),
                              Probe(params={"workspace_id": w, "list_id": SHARED_LIST}, check=shared_stats_are_a)],
         "/api/lists.create": [
+            Probe(body={"workspace_id": w, "id": "optin_list", "name": "mine",
+                        "double_optin_template": {"id": b.mail_template}},
+                  swap={b.mail_template: "ghost_mail"}, status=400),
             Probe(body={"workspace_id": w, "id": b.own_list, "name": "mine"}, swap={b.own_list: "ghost_created"},
                   status=201, late=True)],
         "/api/lists.update": [
             Probe(body={"workspace_id": w, "id": b.own_list, "name": "mine"}, swap=c.lst(), status=404),
+            Probe(body={"workspace_id": w, "id": SHARED_LIST, "name": "mine", "double_optin_template": {
+                "id": b.mail_template, "version": 1}}, swap={b.mail_template: "ghost_mail"}, status=400),
             Probe(body={"workspace_id": w, "id": SHARED_LIST, "name": "mine too"}, status=200, late=True)],
         "/api/lists.delete": [Probe(body={"workspace_id": w, "id": b.private_list}, swap=c.private(), status=404)],
         "/api/lists.subscribe": [

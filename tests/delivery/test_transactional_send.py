@@ -12,8 +12,7 @@ import pytest
 from fakes.smtp_sink import Sink, serving
 from helpers import assert_json_error, snapshot
 from sendkit import deliver
-from txkit import ok, send_s, setup, welcome
-
+from txkit import messages, ok, send_s, setup, welcome
 
 V = "validation error: "
 
@@ -31,11 +30,6 @@ async def sink():
 
 async def send(client, ws, body, headers=None):
     return await client.post("/api/transactional.send", headers=headers or ws.headers, json=body)
-
-
-async def messages(client, ws, **params) -> list[dict]:
-    r = await client.get("/api/messages.list", headers=ws.headers, params={"workspace_id": ws.id, **params})
-    return (await ok(r))["messages"]
 
 
 def b64(data: bytes) -> str:

@@ -23,12 +23,11 @@ from postroom.broadcasts import model, store
 from postroom.contacts import model as contacts_model
 from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Outgoing, Source, Status, resolve_sender
-from postroom.delivery.transactional_api import EMAIL_HMAC_SECRET
+from postroom.delivery import sending as delivery_sending
 from postroom.platform.queue import pause as wait
 from postroom.templates import model as templates_model, store as templates_store
 from postroom.templates import render as engine
 from postroom.templates.render.context import Sending, template_data
-from postroom.workspaces import secrets as ws_secrets, store as workspaces_store
 
 log = logging.getLogger("postroom.broadcasts")
 
@@ -59,8 +58,7 @@ class Pass:
         """Reads what rendering needs; `template_ids`: the templates to load (latest versions),
         instead of the broadcast's pinned or variation templates. Raises StartRefused."""
         conn, ws = self.conn, self.ws
-        workspace = await workspaces_store.get(conn, ws)
-        self.ws_settings = (workspace["settings"] if workspace else None) or {}
+        self.ws_settings = await delivery_sending.workspace_settings(conn, ws)
         provider_id = self.ws_settings.get("marketing_email_provider_id") or ""
         self.integration = await delivery_store.get_integration(conn, ws, provider_id) if provider_id else None
         if self.integration is None:
@@ -79,7 +77,7 @@ class Pass:
             if row is None:
                 raise StartRefused(f"template not found: {template_id}")
             self.templates[template_id] = row
-        self.secret = (await ws_secrets.workspace_secret(conn, ws, self.settings.key_bytes, EMAIL_HMAC_SECRET)).hex()
+        self.secret = await delivery_sending.email_hmac_secret(conn, ws, self.settings.key_bytes)
         self.data_key = await delivery_store.message_key(conn, ws, self.settings.key_bytes)
         self.endpoint = templates_model.public_endpoint(self.ws_settings, self.settings.api_endpoint or "")
         self.tracking = self.ws_settings.get("email_tracking_enabled") is not False

@@ -1,5 +1,6 @@
 """The delivery capability's manifest: the message history and integration endpoints, the send
-loop, the SMTP bridge, and the queue depth /metrics reports."""
+loop, the double opt-in confirmation loop (an outbox consumer), the SMTP bridge, and the queue
+depths /metrics reports."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from prometheus_client.core import GaugeMetricFamily
 
 from postroom.delivery import api, openapi, store, transactional_api
+from postroom.events import dispatch
 from postroom.platform.capability import Capability, Probe
 
 
@@ -30,6 +32,12 @@ async def start_bridge(state):
     return running
 
 
+def start_confirmations(pool, settings, stop):
+    from postroom.delivery import confirmations
+
+    return confirmations.start(pool, settings, stop)
+
+
 def queue_depth(row):
     gauge = GaugeMetricFamily("postroom_email_queue_rows", "Email queue rows by state.", labels=("status",))
     for status in ("pending", "processing", "failed", "paused"):
@@ -37,5 +45,16 @@ def queue_depth(row):
     yield gauge
 
 
+# list.pending events whose confirmation is not queued yet (the consumer's partial index).
+CONFIRMATIONS_PENDING = f"SELECT count(*) AS n FROM events WHERE {dispatch.CONSUMERS['confirmations'].unconsumed()}"
+
+
+def confirmations_pending(row):
+    yield GaugeMetricFamily("postroom_confirmations_pending",
+                            "Double opt-in confirmations waiting to be queued (list.pending events not consumed).",
+                            value=row["n"])
+
+
 CAPABILITY = Capability("delivery", endpoints=[*api.ENDPOINTS, *transactional_api.ENDPOINTS], operations=openapi.OPERATIONS, schemas=openapi.SCHEMAS,
-                        loops=[start_loops], servers=[start_bridge], probes=[Probe(store.QUEUE_DEPTH, queue_depth)])
+                        loops=[start_loops, start_confirmations], servers=[start_bridge],
+                        probes=[Probe(store.QUEUE_DEPTH, queue_depth), Probe(CONFIRMATIONS_PENDING, confirmations_pending)])

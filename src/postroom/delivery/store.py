@@ -164,29 +164,6 @@ async def record_sent(conn, key_bytes: bytes, out: Outgoing, provider_message_id
                            out.message_id, model.insert_changes(row))
 
 
-# A message that failed before it could be queued (a broadcast recipient whose rendering failed):
-# its row starts failed, with its timeline entry and its email.failed event.
-INSERT_FAILED_MESSAGE = f"""
-INSERT INTO message_history (workspace_id, id, contact_email, broadcast_id, list_id, template_id, template_version,
-                             channel, integration_id, status, status_info, failed_at, failure_class)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '{Status.FAILED}', left($10, {model.STATUS_INFO_MAX}), now(), 'message')
-RETURNING {MESSAGE_COLUMNS}
-"""
-
-
-async def record_failed(conn, key_bytes: bytes, out: Outgoing, info: str) -> None:
-    """The history row of a message that failed for good before it reached the queue."""
-    async with conn.transaction():
-        sources = out.source_columns()
-        row = await conn.fetchrow(INSERT_FAILED_MESSAGE, out.workspace_id, out.message_id, out.contact_email,
-                                  sources["broadcast_id"], out.list_id, out.template_id, out.template_version,
-                                  out.channel, out.integration_id, info)
-        await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "insert_message_history", ENTITY,
-                           out.message_id, model.insert_changes(row))
-        await events.emit(conn, out.workspace_id, "email.failed", out.contact_email,
-                          model.event_data(row, row["failed_at"], with_info=True))
-
-
 # ---------------------------------------------------------------- claims (5.6 steps 2-3)
 
 # Integrations with due rows, skipping those whose breaker is open or that are throttled. A probe
@@ -824,3 +801,42 @@ SELECT w.settings, to_jsonb(n) AS notification, to_jsonb(i) AS integration, to_j
 async def send_reads(conn, workspace_id: str, notification_id: str, link_secret: str):
     """SEND_READS for a workspace, a notification id and the name of the links' secret."""
     return await conn.fetchrow(SEND_READS, workspace_id, notification_id, link_secret, MESSAGE_DATA_SECRET)
+
+
+# ---------------------------------------------------------------- list mails that are never queued
+
+MESSAGE_EXISTS = "SELECT true FROM message_history WHERE workspace_id = $1 AND id = $2"
+
+
+async def message_exists(conn, workspace_id: str, message_id: str) -> bool:
+    return bool(await conn.fetchval(MESSAGE_EXISTS, workspace_id, message_id))
+
+
+# A message that fails before it could be queued (no provider to send it with, a broadcast
+# recipient whose rendering failed): its history row starts failed, so that messages.list, the
+# contact's timeline and email.failed subscribers show it.
+INSERT_FAILED_MESSAGE = f"""
+INSERT INTO message_history (workspace_id, id, contact_email, broadcast_id, list_id, template_id, template_version,
+                             channel, message_data, integration_id, status, status_info, failed_at, failure_class)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '{Status.FAILED}', left($11, {model.STATUS_INFO_MAX}), now(), $12)
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+
+async def record_failed(conn, key_bytes: bytes, out: Outgoing, status_info: str,
+                        failure_class: str = "message") -> None:
+    """The history row of a message that could not be queued, failed from the start (with the
+    failure class a broadcast's retry reads), its timeline entries (insert, then the failure) and
+    its email.failed event, in the caller's transaction. `out.integration_id` may be empty."""
+    key = await message_key(conn, out.workspace_id, key_bytes)
+    row = await conn.fetchrow(
+        INSERT_FAILED_MESSAGE, out.workspace_id, out.message_id, out.contact_email,
+        out.source_columns()["broadcast_id"], out.list_id, out.template_id, out.template_version, out.channel,
+        seal_data(key, out.workspace_id, out.message_id, out.data, out.metadata), out.integration_id or None,
+        status_info, failure_class)
+    await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "insert_message_history", ENTITY,
+                       out.message_id, model.insert_changes(row))
+    await conn.execute(INSERT_TIMELINE, out.workspace_id, out.contact_email, "update_message_history", ENTITY,
+                       out.message_id, model.update_changes(Outcome("failed"), row))
+    await events.emit(conn, out.workspace_id, "email.failed", out.contact_email,
+                      model.event_data(row, row["failed_at"], with_info=True))

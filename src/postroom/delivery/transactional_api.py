@@ -6,7 +6,6 @@ hand content to the one render path (templates.render)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 from postroom.auth.model import permission_error
 from postroom.contacts import model as contacts_model, store as contacts_store
-from postroom.delivery import api as delivery_api, integrations, store, transactional as tx
+from postroom.delivery import api as delivery_api, integrations, sending, store, transactional as tx
 from postroom.delivery.model import DeliveryError, Outgoing, Source, resolve_sender
 from postroom.delivery.providers.base import Attachment, Message
 from postroom.lists import store as lists_store
@@ -23,11 +22,7 @@ from postroom.platform.http import Call, Endpoint, json_response
 from postroom.templates import model as templates_model, store as templates_store
 from postroom.templates import render as engine
 from postroom.templates.render.context import Sending, template_data
-from postroom.workspaces import secrets as ws_secrets, store as workspaces_store
-
-# The workspace secret behind `email_hmac` in notification-center and unsubscribe links (1.4):
-# the preference center checks links with the same name. Used as its hex string (5.2).
-EMAIL_HMAC_SECRET = "email_hmac"
+from postroom.workspaces import secrets as ws_secrets
 
 
 def _allowed(call: Call, resource: str, write: bool) -> None:
@@ -109,10 +104,6 @@ def _base_url(call: Call) -> str:
     return call.settings.api_endpoint or str(call.request.base_url)
 
 
-async def _secret(conn, workspace_id: str, key_bytes: bytes) -> str:
-    return (await ws_secrets.workspace_secret(conn, workspace_id, key_bytes, EMAIL_HMAC_SECRET)).hex()
-
-
 def _render_options(opts: tx.EmailOptions, endpoint: str, message_id: str, workspace_id: str, tracking: bool,
                     utm: dict) -> engine.Options:
     click_url, open_url = engine.unsigned_tracking(endpoint, message_id, workspace_id) if tracking else (None, None)
@@ -121,8 +112,7 @@ def _render_options(opts: tx.EmailOptions, endpoint: str, message_id: str, works
 
 
 async def _render(part: dict, data: dict, options: engine.Options, overridden: bool) -> engine.Result:
-    """Liquid may take up to its 5 s limit: off the event loop."""
-    result = await asyncio.to_thread(engine.render, templates_model.content(part), data, options)
+    result = await sending.render(templates_model.content(part), data, options)
     if not result.success:
         raise tx.render_failure("template compilation failed", result.error.message, overridden)
     return result
@@ -139,11 +129,6 @@ def _email_options(opts: tx.EmailOptions, reply_to: str) -> dict:
 
 
 # ---------------------------------------------------------------- transactional.send (3.7)
-
-async def _settings_of(conn, workspace_id: str) -> dict:
-    workspace = await workspaces_store.get(conn, workspace_id)
-    return (workspace["settings"] if workspace else None) or {}
-
 
 def _notification_to_send(reads, req: tx.SendRequest) -> dict:
     """Steps 1 and 2 of 3.7: the live notification, with a channel the request asks for."""
@@ -201,7 +186,7 @@ async def send_notification(sender: Sender, req: tx.SendRequest) -> str:
     ws = sender.workspace_id
     key_bytes = sender.settings.key_bytes
     async with sender.pool.acquire() as conn:
-        reads = await store.send_reads(conn, ws, req.notification_id, EMAIL_HMAC_SECRET)
+        reads = await store.send_reads(conn, ws, req.notification_id, sending.EMAIL_HMAC_SECRET)
         notification = _notification_to_send(reads, req)
         message_id = str(uuid.uuid4())
         async with conn.transaction():
@@ -217,7 +202,7 @@ async def send_notification(sender: Sender, req: tx.SendRequest) -> str:
             part = templates_model.variant(template, contact.get("language"),
                                            templates_model.workspace_languages(settings)[1])
             endpoint = templates_model.public_endpoint(settings, sender.base_url)
-            link_secret = await ws_secrets.workspace_secret(conn, ws, key_bytes, EMAIL_HMAC_SECRET,
+            link_secret = await ws_secrets.workspace_secret(conn, ws, key_bytes, sending.EMAIL_HMAC_SECRET,
                                                             sealed=reads["link_secret"])
             data = template_data(Sending(ws, endpoint, settings.get("website_url"), link_secret.hex(),
                                          message_id, int(time.time()), data=req.data,
@@ -264,9 +249,9 @@ async def test_template(call: Call):
             integration = await store.get_integration(conn, ws, req.integration_id)
         if integration is None:
             return _failed(f"integration not found: {req.integration_id}")
-        settings = await _settings_of(conn, ws)
+        settings = await sending.workspace_settings(conn, ws)
         found = await contacts_store.get_by_email(conn, ws, req.recipient)
-        secret = await _secret(conn, ws, call.settings.key_bytes)
+        secret = await sending.email_hmac_secret(conn, ws, call.settings.key_bytes)
     message_id = str(uuid.uuid4())
     endpoint = _endpoint(call, settings)
     # Notifuse's placeholder list, kept, so unsubscribe links render in a test (3.9)

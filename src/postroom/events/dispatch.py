@@ -1,9 +1,11 @@
-"""The outbox's consumer protocol: how a consumer (today: webhooks) takes the events it has not
-consumed yet, a batch at a time, one workspace at a time, in event order.
+"""The outbox's consumer protocol: how a consumer (webhooks, delivery's confirmation emails) takes
+the events it has not consumed yet, a batch at a time, one workspace at a time, in event order.
 
 Each consumer has a column of `events` stamped when it consumed the row (NULL: not yet; a partial
 index on (workspace_id, id) covers the NULL rows), an advisory lock of its own, and a channel it
-NOTIFYs when a pass has handed work on to its workers. A pass:
+NOTIFYs when a pass has handed work on to its workers. A consumer that wants only some event types
+names them: its partial index and its statements then also say `type IN (...)`, so it never
+writes the other events (their column stays NULL, outside its index). A pass:
 
     for workspace_id in await pending_workspaces(pool, consumer, n):
         async with locked(pool, consumer, workspace_id) as conn:   # None: another process has it
@@ -26,12 +28,24 @@ class Consumer:
     column: str        # the column of `events` stamped when the consumer took the row
     lock_id: int       # first key of the consumer's two-key advisory locks (the second: the workspace)
     channel: str       # NOTIFYed after a pass that handed work on
+    types: tuple[str, ...] = ()   # the event types it takes; () means every type
+
+    def unconsumed(self) -> str:
+        """The condition of its unconsumed rows, the predicate of its partial index word for word
+        (constants, not parameters, so that the planner can match the index)."""
+        condition = f"{self.column} IS NULL"
+        if self.types:
+            condition += " AND type " + (f"= '{self.types[0]}'" if len(self.types) == 1 else
+                                         "IN (" + ", ".join(f"'{t}'" for t in self.types) + ")")
+        return condition
 
 
 # A lock id or a channel never changes: processes of two versions must take the same lock and
 # hear each other.
 CONSUMERS = {
     "webhooks": Consumer("webhooks_dispatched_at", 2003331889, "postroom_webhook_deliveries"),
+    "confirmations": Consumer("confirmations_consumed_at", 1869640809, "postroom_confirmations",
+                              types=("list.pending",)),
 }
 
 
@@ -41,7 +55,7 @@ def channel(consumer: str) -> str:
 
 # Workspaces with events the consumer has not looked at yet (through its partial index).
 def _pending_workspaces(consumer: str) -> str:
-    return f"SELECT DISTINCT workspace_id FROM events WHERE {CONSUMERS[consumer].column} IS NULL LIMIT $1"
+    return f"SELECT DISTINCT workspace_id FROM events WHERE {CONSUMERS[consumer].unconsumed()} LIMIT $1"
 
 
 # One pass of a consumer per workspace at a time (any number of worker processes): a
@@ -59,7 +73,7 @@ def claim_cte(consumer: str) -> str:
     return f"""batch AS MATERIALIZED (
     SELECT ctid AS row_ref, workspace_id, id, type, subject, data, created_at
       FROM events
-     WHERE workspace_id = $1 AND {CONSUMERS[consumer].column} IS NULL
+     WHERE workspace_id = $1 AND {CONSUMERS[consumer].unconsumed()}
      ORDER BY id
      LIMIT $2
 )"""

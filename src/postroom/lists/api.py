@@ -17,6 +17,7 @@ from postroom.lists import model, store
 from postroom.platform import paging, ratelimit
 from postroom.platform.errors import RuleError
 from postroom.platform.fields import email_key
+from postroom.templates import store as templates_store
 from postroom.platform.http import (
     Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
 from postroom.workspaces import secrets
@@ -66,9 +67,20 @@ async def get_list(call: Call):
     return {"list": model.list_to_wire(row)}
 
 
+def _template_check(workspace_id: str, prefix: str):
+    """check(conn, ref): a double_optin_template must name a live email template of this workspace
+    (that version, when it names one)."""
+    async def check(conn, ref: dict) -> None:
+        model.check_template_ref(prefix, ref, await templates_store.live_version(conn, workspace_id, ref["id"],
+                                                                              ref["version"]))
+    return check
+
+
 async def create_list(call: Call):
     new = model.parse_new_list(call.body)
     async with call.pool.acquire() as conn:
+        if new[model.TEMPLATE_REF] is not None:
+            await _template_check(call.workspace_id, model.CREATE_PREFIX)(conn, new[model.TEMPLATE_REF])
         row = await store.create_list(conn, call.workspace_id, new)
     if row is None:
         raise RuleError(f"list already exists: {new['id']}", 409)
@@ -78,7 +90,8 @@ async def create_list(call: Call):
 async def update_list(call: Call):
     list_id = model.list_id_param(call.body.get("id"))
     async with call.pool.acquire() as conn:
-        row = await store.update_list(conn, call.workspace_id, list_id, call.body)
+        row = await store.update_list(conn, call.workspace_id, list_id, call.body,
+                                      _template_check(call.workspace_id, model.UPDATE_PREFIX))
     if row is None:
         raise RuleError(LIST_NOT_FOUND, 404)
     return {"list": model.list_to_wire(row)}

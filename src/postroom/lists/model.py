@@ -68,28 +68,77 @@ def _check_description(prefix: str, body: dict, default):
     return fields.at_most(value, name, DESCRIPTION_MAX, ListError)
 
 
+TEMPLATE_REF = "double_optin_template"
+TEMPLATE_ID_MAX = 32   # a template id's limit (templates contract 1.1)
+_INT64 = 2 ** 63
+
+
+def _check_template_ref(prefix: str, body: dict, default):
+    """double_optin_template: absent keeps `default`, null clears it, else a template reference
+    {"id", "version"?} (version 0 or absent: the template's latest version when the mail is sent).
+    Stored as {"id", "version"}. Whether the template exists, in this workspace, and is an email
+    template is checked by the caller (check_template_ref), which can read templates."""
+    if TEMPLATE_REF not in body:
+        return default
+    value = body[TEMPLATE_REF]
+    if value is None:
+        return None
+    name = f"{prefix}{TEMPLATE_REF}"
+    if not isinstance(value, dict):
+        raise ListError(f"{name} must be an object")
+    template_id = fields.required_string(value.get("id"), f"{name}.id", ListError)
+    fields.at_most(fields.without_nul(template_id, f"{name}.id", ListError), f"{name}.id", TEMPLATE_ID_MAX,
+                   ListError, fields.BETWEEN)
+    version = value.get("version")
+    if version is None:
+        version = 0
+    if not isinstance(version, int) or isinstance(version, bool) or abs(version) >= _INT64:
+        raise ListError(f"{name}.version must be an integer")
+    if version < 0:
+        raise ListError(f"{name}.version must be zero or positive")
+    return {"id": template_id, "version": version}
+
+
+def check_template_ref(prefix: str, ref: dict, template) -> None:
+    """`template`: the referenced template as stored (that version, or the latest when the
+    reference names none), None when the workspace has no such live template."""
+    name = f"{prefix}{TEMPLATE_REF}"
+    if template is None:
+        shown = ref["id"] + (f" version {ref['version']}" if ref["version"] else "")
+        raise ListError(f"{name}: template not found: {shown}")
+    if template["channel"] != "email" or not template["email"]:
+        raise ListError(f"{name}: template {ref['id']} is not an email template")
+
+
+CREATE_PREFIX = "invalid create list request: "
+UPDATE_PREFIX = "invalid update list request: "
+
+
 def parse_new_list(body: dict) -> dict:
-    """lists.create: id, name (required), is_double_optin, is_public (default false), description."""
-    p = "invalid create list request: "
+    """lists.create: id, name (required), is_double_optin, is_public (default false), description,
+    double_optin_template (default none)."""
+    p = CREATE_PREFIX
     return {
         "id": _check_id(p, body.get("id")),
         "name": _check_name(p, body.get("name")),
         "is_double_optin": _check_bool(p, body, "is_double_optin", False),
         "is_public": _check_bool(p, body, "is_public", False),
         "description": _check_description(p, body, None),
+        TEMPLATE_REF: _check_template_ref(p, body, None),
     }
 
 
 def parse_list_update(body: dict, stored) -> dict:
     """lists.update: id and name required (as Notifuse); a flag or description left out keeps its
     stored value (improvement: Notifuse resets it to false/empty)."""
-    p = "invalid update list request: "
+    p = UPDATE_PREFIX
     return {
         "id": stored["id"],
         "name": _check_name(p, body.get("name")),
         "is_double_optin": _check_bool(p, body, "is_double_optin", stored["is_double_optin"]),
         "is_public": _check_bool(p, body, "is_public", stored["is_public"]),
         "description": _check_description(p, body, stored["description"]),
+        TEMPLATE_REF: _check_template_ref(p, body, stored[TEMPLATE_REF]),
     }
 
 
@@ -98,6 +147,8 @@ def list_to_wire(row) -> dict:
            "is_public": row["is_public"]}
     if row["description"]:  # omitted when empty, as Notifuse does
         out["description"] = row["description"]
+    if row[TEMPLATE_REF]:    # omitted when none (Notifuse: omitempty)
+        out[TEMPLATE_REF] = {"id": row[TEMPLATE_REF]["id"], "version": row[TEMPLATE_REF].get("version") or 0}
     out["created_at"] = row["created_at"]
     out["updated_at"] = row["updated_at"]
     return out

@@ -8,6 +8,13 @@ from postroom.platform.openapi import (BOOLEAN, STRING, TIME, TRUE, CURSOR_PARAM
 
 LIST_ID = {"type": "string", "pattern": f"^{lists_model.LIST_ID.pattern}$"}
 STATUS = {"type": "string", "enum": list(lists_model.STATUSES)}
+_TEMPLATE_REF_PROPS = {
+    "id": {"type": "string", "minLength": 1, "maxLength": lists_model.TEMPLATE_ID_MAX},
+    "version": {"type": "integer", "minimum": 0, "description": "0 or absent: the latest version when sent"}}
+_TEMPLATE_REF_ABOUT = ("An email template of the workspace: the confirmation email of a double opt-in list "
+                       "(none: the built-in default)")
+TEMPLATE_REF = obj(_TEMPLATE_REF_PROPS, ["id", "version"], description=_TEMPLATE_REF_ABOUT)
+TEMPLATE_REF_INPUT = obj(_TEMPLATE_REF_PROPS, ["id"], closed=False, description=_TEMPLATE_REF_ABOUT)
 RATE_LIMITED = error_response(
     f"Rate limited: {lists_model.EMAIL_LIMIT} attempts per email and {lists_model.IP_LIMIT} per client "
     f"address every {lists_model.RATE_WINDOW} s.", RETRY_AFTER)
@@ -22,13 +29,16 @@ SCHEMAS = {
          "is_double_optin": BOOLEAN, "is_public": BOOLEAN,
          "description": {"type": "string", "maxLength": lists_model.DESCRIPTION_MAX,
                          "description": "omitted when empty"},
+         "double_optin_template": TEMPLATE_REF,
          "created_at": TIME, "updated_at": TIME},
         ["id", "name", "is_double_optin", "is_public", "created_at", "updated_at"]),
 }
 
 _LIST_BODY = {"id": LIST_ID, "name": {"type": "string", "maxLength": lists_model.NAME_MAX},
               "is_double_optin": {"type": ["boolean", "null"]}, "is_public": {"type": ["boolean", "null"]},
-              "description": {"type": ["string", "null"], "maxLength": lists_model.DESCRIPTION_MAX}}
+              "description": {"type": ["string", "null"], "maxLength": lists_model.DESCRIPTION_MAX},
+              "double_optin_template": {"anyOf": [TEMPLATE_REF_INPUT, {"type": "null"}],
+                                        "description": "null clears it; left out keeps it (update)"}}
 
 OPERATIONS = {
     "/api/lists.list": Op("The live lists", id="listLists", tag="lists", ok=obj({"lists": array(ref("List"))}, ["lists"])),

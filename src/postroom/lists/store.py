@@ -50,7 +50,8 @@ def _rfc3339(column: str) -> str:
 #                     "confirm_url": the link as a plain string, on list.pending;
 #   event data:       {"contact_list": {email, list_id, list_name, status, created_at, updated_at},
 #                      "previous_status", and "confirm_url" on list.pending}.
-# The confirmation link rides along until Postroom sends the confirmation email itself.
+# The signed link rides along for webhook subscribers that send their own confirmation; Postroom's
+# own confirmation email (delivery.confirmations) links to the notification center instead.
 _ENTRIES = """SELECT $1, c.email, c.kind, 'contact_list', c.list_id,
            jsonb_build_object('status', jsonb_build_object('old', c.old_status, 'new', c.new_status))
            || CASE WHEN c.confirm_url IS NULL THEN '{}'::jsonb
@@ -189,7 +190,7 @@ async def add_members(conn, workspace_id: str, emails: list[str], list_ids: list
 
 # ---------------------------------------------------------------- lists
 
-LIST_COLUMNS = "id, name, is_double_optin, is_public, description, created_at, updated_at"
+LIST_COLUMNS = "id, name, is_double_optin, is_public, description, double_optin_template, created_at, updated_at"
 
 ALL_LISTS = f"""
 SELECT {LIST_COLUMNS} FROM lists WHERE workspace_id = $1 AND deleted_at IS NULL ORDER BY created_at, id
@@ -207,8 +208,8 @@ LISTS_BY_IDS_SHARE = LISTS_BY_IDS + " FOR SHARE"
 
 # A deleted list keeps its row (and its id): creating that id again is a conflict.
 CREATE_LIST = f"""
-INSERT INTO lists (workspace_id, id, name, is_double_optin, is_public, description)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO lists (workspace_id, id, name, is_double_optin, is_public, description, double_optin_template)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (workspace_id, id) DO NOTHING
 RETURNING {LIST_COLUMNS}
 """
@@ -216,7 +217,8 @@ RETURNING {LIST_COLUMNS}
 LOCK_LIST = GET_LIST + " FOR UPDATE"
 
 UPDATE_LIST = f"""
-UPDATE lists SET name = $3, is_double_optin = $4, is_public = $5, description = $6, updated_at = now()
+UPDATE lists SET name = $3, is_double_optin = $4, is_public = $5, description = $6, double_optin_template = $7,
+                 updated_at = now()
  WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL
 RETURNING {LIST_COLUMNS}
 """
@@ -250,18 +252,23 @@ async def lists_by_ids(conn, workspace_id: str, list_ids: list[str], share: bool
 async def create_list(conn, workspace_id: str, new: dict):
     """The new list, or None when the id is taken (by a live or a deleted list)."""
     return await conn.fetchrow(CREATE_LIST, workspace_id, new["id"], new["name"], new["is_double_optin"],
-                               new["is_public"], new["description"])
+                               new["is_public"], new["description"], new[model.TEMPLATE_REF])
 
 
-async def update_list(conn, workspace_id: str, list_id: str, body: dict):
-    """Applies lists.update to the live list (None when there is none); raises model.ListError."""
+async def update_list(conn, workspace_id: str, list_id: str, body: dict, check_template=None):
+    """Applies lists.update to the live list (None when there is none); raises model.ListError.
+    `check_template(conn, ref)` is awaited, before anything is written, for a double_optin_template
+    the request sets (templates sit above lists: the caller reads them)."""
     async with conn.transaction():
         stored = await conn.fetchrow(LOCK_LIST, workspace_id, list_id)
         if stored is None:
             return None
         new = model.parse_list_update(body, stored)
+        ref = new[model.TEMPLATE_REF]
+        if check_template is not None and ref is not None and body.get(model.TEMPLATE_REF) is not None:
+            await check_template(conn, ref)
         return await conn.fetchrow(UPDATE_LIST, workspace_id, list_id, new["name"], new["is_double_optin"],
-                                   new["is_public"], new["description"])
+                                   new["is_public"], new["description"], ref)
 
 
 async def delete_list(conn, workspace_id: str, list_id: str) -> bool:

@@ -32,6 +32,23 @@ async def pause(event: asyncio.Event, seconds: float) -> None:
             await event.wait()
 
 
+async def run_passes(stop: asyncio.Event, one_pass, idle: float, log: logging.Logger, name: str) -> None:
+    """A loop of passes that is not a claimed queue (an outbox consumer): `await one_pass()`, True
+    when it found work, until `stop` is set; again at once while it finds work, after `idle`
+    seconds (or `stop`) otherwise. A pass that raises is logged and tried again a second later."""
+    while not stop.is_set():
+        try:
+            busy = await one_pass()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s pass failed; retrying", name)
+            await pause(stop, 1.0)
+            continue
+        if not busy:
+            await pause(stop, idle)
+
+
 class Worker(abc.ABC):
     """Claims jobs and attempts them, at most `concurrency` at a time; `run` until stopped, or
     `run_once` for one pass."""

@@ -155,6 +155,15 @@ async def get(conn, workspace_id: str, template_id: str, version: int | None):
     return await conn.fetchrow(VERSION, workspace_id, template_id, version)
 
 
+async def live_version(conn, workspace_id: str, template_id: str, version: int | None):
+    """A reference to a template (a list's double_optin_template): that version (the latest when
+    0 or None) of a template that is not deleted, or None."""
+    template = await latest_live(conn, workspace_id, template_id)
+    if template is not None and version and template["version"] != version:
+        template = await get(conn, workspace_id, template_id, version)
+    return template
+
+
 async def list_latest(conn, workspace_id: str, category: str | None, channel: str | None):
     return await conn.fetch(LIST, workspace_id, category, channel)
 

@@ -91,26 +91,19 @@ async def run_dispatcher(pool, settings, stop: asyncio.Event, prune_every: float
     # the outbox and the queue grow from nothing to thousands of rows in seconds (see GrowthStats);
     # dispatched events count too: the outbox grows without subscriptions
     stats = db.GrowthStats(store.QUEUE_TABLES)
-    while not stop.is_set():
-        busy = False
-        try:
-            events, deliveries = await dispatch_once(pool, settings)
-            busy = events > 0
-            stats.note(pool, max(events, deliveries))
-            if time.monotonic() >= next_prune:
-                next_prune = time.monotonic() + prune_every
-                pruned = await prune_once(pool, settings)
-                if pruned:
-                    log.info("pruned %d webhook deliveries older than %g days", pruned,
-                             settings.webhook_retention_days)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("webhook dispatcher pass failed; retrying")
-            await queue.pause(stop, 1.0)
-            continue
-        if not busy:
-            await queue.pause(stop, settings.webhook_poll_interval)
+
+    async def one_pass() -> bool:
+        nonlocal next_prune
+        events, deliveries = await dispatch_once(pool, settings)
+        stats.note(pool, max(events, deliveries))
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + prune_every
+            pruned = await prune_once(pool, settings)
+            if pruned:
+                log.info("pruned %d webhook deliveries older than %g days", pruned, settings.webhook_retention_days)
+        return events > 0
+
+    await queue.run_passes(stop, one_pass, settings.webhook_poll_interval, log, "webhook dispatcher")
 
 
 # ---------------------------------------------------------------- deliveries
