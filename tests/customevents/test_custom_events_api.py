@@ -365,3 +365,13 @@ async def test_contact_delete_deletes_its_custom_events(client, pool, ws):
     assert r.status_code == 200, r.text
     rows = await pool.fetch("SELECT external_id FROM custom_events WHERE workspace_id = $1", ws.id)
     assert [r["external_id"] for r in rows] == ["b"]
+
+
+async def test_an_event_name_ending_like_a_verb_keeps_its_operation(client, ws):
+    """The timeline's operation of a custom event comes from what happened, not from the name."""
+    await upsert(client, ws, event_name="trial.created", occurred_at="2024-01-01T00:00:00Z")
+    await upsert(client, ws, event_name="trial.created", occurred_at="2024-01-02T00:00:00Z")
+    await upsert(client, ws, event_name="trial.deleted", external_id="d")
+    ops = [(e["kind"], e["operation"]) for e in await entries(client, ws)]
+    assert ops == [("custom_event.trial.deleted", "insert"), ("custom_event.trial.created", "update"),
+                   ("custom_event.trial.created", "insert")]
