@@ -45,7 +45,6 @@ SCHEMAS = {
          "updated_at": TIME},
         ["external_id", "email", "event_name", "properties", "occurred_at", "source", "created_at", "updated_at"],
         description="A custom event as stored; integration_id, goal_* and deleted_at omitted when null."),
-    "CustomEventInput": obj(EVENT_INPUT, REQUIRED, closed=False),
     "CustomEventImportInput": obj(IMPORT_EVENT, REQUIRED, closed=False),
 }
 
