@@ -19,7 +19,7 @@ def _nullable(schema: dict) -> dict:
 
 EVENT_INPUT = {
     "email": {"type": "string", "description": "trimmed, lower-cased and validated like a contact's"},
-    "event_name": {"type": "string", "maxLength": model.EVENT_NAME_MAX, "pattern": "^[a-z0-9_./-]+$"},
+    "event_name": {"type": "string", "maxLength": model.EVENT_NAME_MAX, "pattern": f"^{model.EVENT_NAME.pattern}$"},
     "external_id": {"type": "string", "minLength": 1, "maxLength": model.EXTERNAL_ID_MAX},
     "properties": {"type": ["object", "null"], "description": "any JSON object, replaced whole; default {}"},
     "occurred_at": dict(NULLABLE_TIME, description="RFC 3339; default now; the newer version wins"),
