@@ -177,7 +177,8 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
     await ok(await client.post("/api/customEvents.upsert", headers=h, json={
         "workspace_id": w, "email": SHARED_EMAIL, "event_name": "shared_event", "external_id": "shared-1",
         "properties": {"note": secret_values["event_prop"] + "-shared"}}))
-    t.markers = [t.own_email, t.event_name, t.event_id, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
+    t.markers = [t.event_name, t.event_id,
+                 t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
                  t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, t.integration_id,
                  t.message_id, t.broadcast_id, f"{tag}apikey{x}", f"{tag}label{x}", f"{tag}-msg-ext-{x}",
