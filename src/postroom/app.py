@@ -13,6 +13,7 @@ from postroom.auth import api as auth_api, model as auth_model
 from postroom.auth.capability import CAPABILITY as AUTH
 from postroom.broadcasts.capability import CAPABILITY as BROADCASTS
 from postroom.contacts.capability import CAPABILITY as CONTACTS
+from postroom.customevents.capability import CAPABILITY as CUSTOM_EVENTS
 from postroom.delivery.capability import CAPABILITY as DELIVERY
 from postroom.lists.capability import CAPABILITY as LISTS
 from postroom.platform import db, observability, openapi
@@ -34,8 +35,8 @@ PLATFORM = Capability(
             Route("/metrics", observability.metrics_handler(auth_model.bearer_token), methods=None)])
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
-CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, DELIVERY,
-                                        BROADCASTS, PLATFORM)
+CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, CUSTOM_EVENTS, TIMELINE, WEBHOOKS, TEMPLATES,
+                                        DELIVERY, BROADCASTS, PLATFORM)
 
 
 def document() -> dict:

@@ -30,6 +30,10 @@ Decisions where the contract is silent:
 - templates.* and templateBlocks.* answer a wrong JSON type outside a visual tree, workspace_id
   included, with `Invalid request body` (the templates contract's rule, Notifuse's text), and check
   the whole request before the membership (a foreign workspace gets its 403 only for a valid one).
+- customEvents.* answer a wrong JSON type with the field's own message (`invalid request: <field>
+  must be a string`, `... goal_value must be a number`; in an import `invalid event at index <i>:
+  ...`), as the segments contract words its Postroom-only refusals (`properties must be an
+  object`, `<field> must be an RFC 3339 timestamp`), never Notifuse's `Invalid request body`.
 """
 
 from __future__ import annotations
@@ -138,7 +142,8 @@ async def fresh(client, pool, settings, root) -> Seeded:
 async def seed(client, pool, ws, root) -> Seeded:
     """A workspace with a contact (known@example.com, also on list `news`), a public list `news`,
     a private list `private`, a public double opt-in list `double` with pending@example.com
-    waiting for confirmation, a webhook subscription, a web template `post` and a template block."""
+    waiting for confirmation, a webhook subscription, a web template `post`, a template block and
+    a custom event (order.placed, o-1) of known@example.com."""
     h, w = ws.headers, ws.id
     await ok(await client.post("/api/contacts.upsert", headers=h, json={"workspace_id": w, "contact": {
         "email": "known@example.com", "external_id": "ext-1", "first_name": "Known",
@@ -172,6 +177,9 @@ async def seed(client, pool, ws, root) -> Seeded:
             "test_settings": {"variations": [{"template_id": "mail"}]}}), 201)
         ids.append(made["broadcast"]["id"])
     await pool.execute("UPDATE broadcasts SET status = 'processed' WHERE workspace_id = $1 AND id = $2", w, ids[1])
+    await ok(await client.post("/api/customEvents.upsert", headers=h, json={
+        "workspace_id": w, "email": "known@example.com", "event_name": "order.placed", "external_id": "o-1",
+        "properties": {"total": 5}, "goal_type": "purchase", "goal_value": 5, "occurred_at": "2024-01-01T00:00:00Z"}))
     return Seeded(ws, sub["subscription"]["id"], root, dict(parse_qsl(urlsplit(link).query)),
                   block_id=str(block["id"]), integration_id=integration["integration_id"], broadcast_id=ids[0],
                   done_broadcast_id=ids[1])
@@ -299,6 +307,11 @@ def valid_body(path: str, s: Seeded) -> dict:
         "/api/broadcasts.retryFailed": {"workspace_id": w, "id": s.broadcast_id, "include_permanent": True},
         "/api/broadcasts.sendToIndividual": {"workspace_id": w, "broadcast_id": s.broadcast_id,
                                              "recipient_email": "t@example.com", "template_id": "mail"},
+        "/api/customEvents.upsert": {"workspace_id": w, **custom_event()},
+        "/api/customEvents.create": {"workspace_id": w, **custom_event()},
+        "/api/customEvents.import": {"workspace_id": w, "events": [
+            {**custom_event(), "source": "shop", "created_at": "2020-01-01T00:00:00Z",
+             "updated_at": "2020-01-02T00:00:00Z"}]},
     }
     return bodies[path]
 
@@ -311,6 +324,13 @@ def broadcast_body(w: str) -> dict:
                               "variations": [{"variation_name": "A", "template_id": "mail"}]},
             "utm_parameters": {"source": "news", "campaign": "autumn"}, "metadata": {"k": "v"},
             "data_feed": {"global_feed": {"enabled": False, "url": "", "headers": [{"name": "X", "value": "y"}]}}}
+
+
+def custom_event() -> dict:
+    """A custom event that changes the seeded one (a newer version), with every field set."""
+    return {"email": "known@example.com", "event_name": "order.placed", "external_id": "o-1",
+            "properties": {"total": 7}, "occurred_at": "2024-02-01T00:00:00Z", "integration_id": "shop",
+            "goal_name": "first", "goal_type": "lead", "goal_value": 7.5}
 
 
 # ---------------------------------------------------------------- field tables
@@ -504,9 +524,29 @@ BROADCAST_FIELDS = {
                                               field("recipient_email", STRING, True), field("template_id", STRING)),
 }
 
+def custom_event_fields(prefix: tuple) -> list[Field]:
+    """A custom event's fields (segments-contract, upsert: validation); `prefix` () for an upsert
+    body, ("events", 0) for an import's event."""
+    when = "2024-01-01T00:00:00\x00Z"
+    out = [field(prefix + ("email",), STRING, True, nul="kn\x00own@example.com"),
+           field(prefix + ("event_name",), STRING, True), field(prefix + ("external_id",), STRING, True),
+           field(prefix + ("properties",), {O}), field(prefix + ("occurred_at",), STRING, nul=when),
+           field(prefix + ("integration_id",), STRING), field(prefix + ("goal_name",), STRING),
+           field(prefix + ("goal_type",), STRING), field(prefix + ("goal_value",), NUMBER),
+           field(prefix + ("deleted_at",), STRING, nul=when)]
+    if prefix:
+        out += [field(prefix + ("source",), STRING), field(prefix + ("created_at",), STRING, nul=when),
+                field(prefix + ("updated_at",), STRING, nul=when)]
+    return out
+
+
 FIELDS: dict[str, list[Field]] = {
     **TRANSACTIONAL_FIELDS,
     **BROADCAST_FIELDS,
+    "/api/customEvents.upsert": [WS_FIELD, *custom_event_fields(())],
+    "/api/customEvents.create": [WS_FIELD, *custom_event_fields(())],
+    "/api/customEvents.import": [WS_FIELD, field("events", {A}, True), field(("events", 0), {O}, hint="event"),
+                                 *custom_event_fields(("events", 0))],
     "/api/contacts.upsert": [WS_FIELD, field("contact", {O}, True), *contact_fields(("contact",))],
     "/api/contacts.delete": [WS_FIELD, EMAIL],
     "/api/contacts.import": [WS_FIELD, field("contacts", {A}, True), field(("contacts", 0), {O}, hint="contact"),
@@ -1144,6 +1184,9 @@ QUERY_PARAMS: dict[str, dict[str, tuple[str, bool]]] = {
                              "with_templates": ("true", False)},
     "/api/broadcasts.get": {"id": ("@bcast", True), "with_templates": ("false", False)},
     "/api/broadcasts.getTestResults": {"id": ("@bcast_done", True)},
+    "/api/customEvents.get": {"event_name": ("order.placed", True), "external_id": ("o-1", True)},
+    "/api/customEvents.list": {"email": ("known@example.com", False), "event_name": ("order.placed", False),
+                               "limit": ("5", False), "offset": ("0", False)},
     "/api/openapi.json": {},
     "/confirm": {name: ("@confirm", True) for name in ("workspace_id", "list_id", "email", "expires", "token")},
 }
@@ -1256,6 +1299,8 @@ MISSING = {
     ("/api/transactional.get", "workspace_id"): "validation error: workspace_id is required",
     ("/api/transactional.get", "id"): "validation error: id is required",
     ("/api/broadcasts.getTestResults", "id"): "broadcast id is required",
+    **{("/api/customEvents.get", name): "workspace_id, event_name, and external_id are required"
+       for name in ("workspace_id", "event_name", "external_id")},
 }
 
 
@@ -1295,9 +1340,11 @@ async def test_malformed_number_in_query_parameter(client, pool, seeded, path, n
     params = {**params_of(path, seeded), name: value}
     async with Unchanged(pool, seeded.id):
         r = await send(client, path, seeded, params=params)
-    if path == "/api/broadcasts.list" and re.match(r"[+-]?[0-9]", value):
+    if (path == "/api/broadcasts.list" and re.match(r"[+-]?[0-9]", value)) or path == "/api/customEvents.list":
         # broadcasts-contract (Notifuse): a leading integer is read and a suffix ignored; limit <= 0
         # means 50, above 100 means 100, a negative offset 0
+        # segments-contract, list: a limit that is unparsable or <= 0 means 50 (above 100: 100), an
+        # offset that is unparsable or negative means 0
         assert r.status_code == 200, r.text
         return
     if path == "/api/transactional.list" and not (name == "offset" and value == "-1"):

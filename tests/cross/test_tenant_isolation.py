@@ -79,6 +79,8 @@ class Tenant:
     mail_template: str = ""    # an email template's id
     notification: str = ""     # a transactional notification sending mail_template
     bcast: str = ""            # a draft broadcast to own_list with mail_template
+    event_name: str = ""       # a custom event (event_name, event_id) of own_email
+    event_id: str = ""
     markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
 
     @property
@@ -167,7 +169,16 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
             from_address=f"noreply@{tag}.example", from_name="x", subject=f"{tag} subject {x}", html="<p>x</p>",
             template_id=f"{tag}_tpl_{x}", template_version=1, source_type=Source.BROADCAST,
             source_id=t.broadcast_id, external_id=f"{tag}-msg-ext-{x}", data={"code": f"{tag}code{x}"}), "fake")
-    t.markers = [t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
+    t.event_name, t.event_id = f"{tag}_order_{x}", f"{tag}-event-{x}"
+    secret_values["event_prop"] = f"{tag}eventprop{x}"
+    await ok(await client.post("/api/customEvents.upsert", headers=h, json={
+        "workspace_id": w, "email": t.own_email, "event_name": t.event_name, "external_id": t.event_id,
+        "properties": {"note": secret_values["event_prop"]}, "goal_type": "purchase", "goal_value": 12}))
+    await ok(await client.post("/api/customEvents.upsert", headers=h, json={
+        "workspace_id": w, "email": SHARED_EMAIL, "event_name": "shared_event", "external_id": "shared-1",
+        "properties": {"note": secret_values["event_prop"] + "-shared"}}))
+    t.markers = [t.event_name, t.event_id,
+                 t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
                  t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, t.integration_id,
                  t.message_id, t.broadcast_id, f"{tag}apikey{x}", f"{tag}label{x}", f"{tag}-msg-ext-{x}",
@@ -621,6 +632,36 @@ def broadcasts_cases(path: str, c: Ctx) -> list[Probe]:
     }[name]
 
 
+def custom_events_cases(path: str, c: Ctx) -> list[Probe]:
+    w, b = c.a.id, c.b
+    ghost = {b.event_id: "ghost-event", b.event_name: "ghost_order"}
+    events = "SELECT external_id FROM custom_events WHERE workspace_id = $1"
+
+    async def mine(r: httpx.Response, ctx: Ctx) -> None:  # created in A, holding only what A sent
+        assert r.status_code == 200, r.text
+        event = r.json()["event"]
+        assert event["properties"] == {"mine": True} and "goal_type" not in event, r.text
+
+    mine_event = {"email": b.own_email, "event_name": b.event_name, "external_id": b.event_id,
+                  "properties": {"mine": True}}
+    name = path.rpartition(".")[2]
+    return {
+        "upsert": [Probe(body={"workspace_id": w, **mine_event}, swap=ghost, check=mine, late=True)],
+        "create": [Probe(body={"workspace_id": w, **mine_event}, swap=ghost, check=mine, late=True)],
+        "import": [Probe(body={"workspace_id": w, "events": [mine_event]}, swap=ghost, status=201, late=True)],
+        "get": [Probe(params={"workspace_id": w, "event_name": b.event_name, "external_id": b.event_id}, swap=ghost,
+                      status=404),
+                Probe(params={"workspace_id": w, "event_name": "shared_event", "external_id": "shared-1"},
+                      check=only_a(events, lambda j: [j["event"]["external_id"]]))],
+        "list": [Probe(params={"workspace_id": w, "email": b.own_email}, swap=c.email(), status=200),
+                 Probe(params={"workspace_id": w, "event_name": b.event_name}, swap=ghost, status=200),
+                 Probe(params={"workspace_id": w, "email": SHARED_EMAIL},
+                       check=only_a(events, lambda j: [e["external_id"] for e in j["events"]])),
+                 Probe(params={"workspace_id": w, "event_name": "shared_event"},
+                       check=only_a(events, lambda j: [e["external_id"] for e in j["events"]]))],
+    }[name]
+
+
 # Every /api path and public route -> its requests. A path missing here fails the walk.
 CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
@@ -648,6 +689,7 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{f"/api/broadcasts.{n}": broadcasts_cases for n in (
         "list", "get", "create", "update", "delete", "schedule", "pause", "resume", "cancel", "getTestResults",
         "selectWinner", "retryFailed", "sendToIndividual")},
+    **{f"/api/customEvents.{n}": custom_events_cases for n in ("upsert", "create", "import", "get", "list")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,
@@ -747,7 +789,7 @@ async def test_key_of_a_against_everything_of_b(client, pool, settings, new_work
         start = await snapshot(pool, b.id)
         for table in ("contacts", "contact_timeline", "events", "lists", "contact_lists", "webhook_subscriptions",
                       "webhook_deliveries", "workspace_secrets", "subscribe_rate_limits", "user_workspaces",
-                      "templates", "template_heads", "template_blocks"):
+                      "templates", "template_heads", "template_blocks", "custom_events"):
             assert start[table], f"workspace B has no {table} rows to protect"
 
         probes = []

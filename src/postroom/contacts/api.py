@@ -3,12 +3,14 @@
 A contact's list memberships are lists' data: the reads that send them (getByEmail,
 getByExternalID, contacts.list with with_contact_lists) add them here, from lists.store, and the
 writes pass lists' follow-up of a created_at change (lists.store.sync_contact_created_at) to
-contacts' store.
+contacts' store, and a deletion passes custom events' (customevents.store.delete_for: the
+contact's events go with it).
 """
 
 from __future__ import annotations
 
 from postroom.contacts import model, query, store
+from postroom.customevents import store as customevents_store
 from postroom.lists import store as lists_store
 from postroom.platform.fields import email_key
 from postroom.platform.http import Call, Endpoint
@@ -76,7 +78,7 @@ async def list_contacts(call: Call):
 
 async def delete(call: Call):
     email = email_key(call.body.get("email"))
-    if await store.delete(call.pool, call.workspace_id, email) is None:
+    if await store.delete(call.pool, call.workspace_id, email, after_delete=customevents_store.delete_for) is None:
         raise RuleError("Contact not found", 404)
     return {"success": True}
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from postroom.contacts import model, query
 from postroom.platform import db
+from postroom.events import store as events
 from postroom.timeline import store as timeline
 
 COLUMNS = ", ".join(model.FIELDS)
@@ -169,6 +170,43 @@ async def create_if_absent(conn, workspace_id: str, incoming: dict) -> tuple[boo
         return True, stored
 
 
+
+# Bare contacts (email and times) for the emails that have none, with each creation's timeline
+# entry and outbox event (as upsert writes them: changes NULL, the event carrying the contact) and
+# the count change, in one statement. $2 the emails, $3 the creation time, $4 each email's event.
+CREATE_MISSING = f"""
+WITH w AS (
+    INSERT INTO contacts (workspace_id, email, created_at, updated_at)
+    SELECT $1, e, $3, $3 FROM unnest($2::text[]) AS e ORDER BY e
+    ON CONFLICT (workspace_id, email) DO NOTHING
+    RETURNING email
+), entry AS (
+    {timeline.insert_sql("SELECT $1, w.email, 'contact.created', 'contact', w.email, NULL::jsonb FROM w")}
+), event AS (
+    {events.insert_sql("SELECT $1, 'contact.created', x.email, x.data FROM unnest($2::text[], $4::jsonb[]) AS x(email, data) JOIN w USING (email)")}
+), counted AS (
+    INSERT INTO contact_counts (workspace_id, delta) SELECT $1, count(*) FROM w HAVING count(*) > 0
+)
+SELECT email FROM w
+"""
+
+
+async def create_missing(conn, pool, workspace_id: str, emails: list[str]) -> list[str]:
+    """Creates a contact with the email only for each of `emails` (normalised) that has none, in
+    the caller's transaction, with the side effects of a creation; an existing contact is left
+    exactly as it is. Returns the emails created. Other writers of a created contact wait for
+    the caller's commit. It never changes a created_at, so it takes no after_write."""
+    emails = sorted(set(emails))
+    if not emails:
+        return []
+    now = dt.datetime.now(dt.timezone.utc)
+    data = [{"contact": model.to_wire(model.merge(None, {"email": e}, now))} for e in emails]
+    created = [r["email"] for r in await conn.fetch(CREATE_MISSING, workspace_id, emails, now, data)]
+    if created:
+        await _maybe_fold_count(conn, workspace_id)
+        GROWTH.note(pool, len(created))
+    return created
+
 # ---------------------------------------------------------------- the contact count
 #
 # contacts.count must answer in milliseconds at millions of contacts; an exact count(*) is an
@@ -288,16 +326,22 @@ DELETE_LIST_MEMBERSHIPS = "DELETE FROM contact_lists WHERE workspace_id = $1 AND
 DELETE_SEGMENT_MEMBERSHIPS = "DELETE FROM contact_segments WHERE workspace_id = $1 AND email = $2"
 
 
-async def delete(pool, workspace_id: str, email: str) -> dict | None:
-    """Deletes the contact with its list and segment memberships and its timeline, and records
-    `contact.deleted` (data: {"contact": <the contact as it was>}), in one transaction.
-    Returns the deleted contact's wire form, or None when there was none."""
-    from postroom.events import store as events
+# The follow-up of a contact's deletion: after_delete(conn, workspace_id, email), awaited in the
+# deletion's transaction, for data above contacts that belongs to the contact (its custom events).
+AfterDelete = Callable[[Any, str, str], Awaitable[None]]
 
+
+async def delete(pool, workspace_id: str, email: str, after_delete: AfterDelete | None = None) -> dict | None:
+    """Deletes the contact with its list and segment memberships and its timeline, and records
+    `contact.deleted` (data: {"contact": <the contact as it was>}), in one transaction, which
+    also runs `after_delete` (see AfterDelete). Returns the deleted contact's wire form, or None
+    when there was none."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(DELETE_CONTACT, workspace_id, email)
         if row is None:
             return None
+        if after_delete is not None:
+            await after_delete(conn, workspace_id, email)
         await conn.execute(DELETE_LIST_MEMBERSHIPS, workspace_id, email)
         await conn.execute(DELETE_SEGMENT_MEMBERSHIPS, workspace_id, email)
         await timeline.delete_for(conn, workspace_id, email)

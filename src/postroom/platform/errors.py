@@ -5,6 +5,7 @@
      ├── workspaces.model.WorkspaceError              400: workspace ids, names, key prefixes
      ├── contacts.model.ContactError                  400: a contact's fields
      ├── lists.model.ListError                        400/404: lists, memberships, links
+     ├── customevents.model.CustomEventError          400: custom events, their imports and lists
      ├── webhooks.model.WebhookError                  400/404: subscriptions, destinations
      ├── templates.model.TemplateError                400/404: templates, template blocks
      └── (raised as is)                               the edge's own checks and handlers' 404/409

@@ -36,8 +36,17 @@ def operation_of(kind: str) -> str:
     return "update"
 
 
+def entry_operation(row) -> str:
+    """The operation of a stored entry. A custom event's kind is `custom_event.<event_name>` whatever
+    happened (and a name may end in `.created`), so its changes tell: an insert's name the key
+    (external_id), an update's never do."""
+    if row["entity_type"] == "custom_event":
+        return "insert" if row["changes"] and "external_id" in row["changes"] else "update"
+    return operation_of(row["kind"])
+
+
 def entry_wire(row) -> dict:
-    entry = {"id": str(row["id"]), "email": row["email"], "operation": operation_of(row["kind"]),
+    entry = {"id": str(row["id"]), "email": row["email"], "operation": entry_operation(row),
              "entity_type": row["entity_type"], "kind": row["kind"]}
     if row["entity_id"] is not None:
         entry["entity_id"] = row["entity_id"]

@@ -10,11 +10,13 @@ from __future__ import annotations
 from postroom.events import store as events
 
 COLUMNS = "workspace_id, email, kind, entity_type, entity_id, changes"
+COLUMNS_AT = COLUMNS + ", created_at"  # entries of facts that happened at a time of their own
 
 
-def insert_sql(rows: str) -> str:
-    """INSERT INTO contact_timeline of `rows`: a VALUES list or a SELECT giving the COLUMNS in order."""
-    return f"INSERT INTO contact_timeline ({COLUMNS})\n    {rows}"
+def insert_sql(rows: str, at: bool = False) -> str:
+    """INSERT INTO contact_timeline of `rows`: a VALUES list or a SELECT giving the COLUMNS in order
+    (COLUMNS_AT with `at`: the entry's created_at is given, e.g. a custom event's occurred_at)."""
+    return f"INSERT INTO contact_timeline ({COLUMNS_AT if at else COLUMNS})\n    {rows}"
 
 
 # One round trip writes what the contact's history shows and what webhooks will deliver.
