@@ -20,6 +20,7 @@ from postroom.platform.config import Settings
 from postroom.platform.http import Api, Edge, error_response, route
 from postroom.templates.capability import CAPABILITY as TEMPLATES
 from postroom.timeline.capability import CAPABILITY as TIMELINE
+from postroom.tracking.capability import CAPABILITY as TRACKING
 from postroom.webhooks.capability import CAPABILITY as WEBHOOKS
 from postroom.workspaces.capability import CAPABILITY as WORKSPACES
 
@@ -34,7 +35,7 @@ PLATFORM = Capability(
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
 CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, DELIVERY,
-                                        PLATFORM)
+                                        TRACKING, PLATFORM)
 
 
 def document() -> dict:
