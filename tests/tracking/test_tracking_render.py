@@ -80,3 +80,24 @@ async def test_a_destination_over_2048_bytes_keeps_its_link(client, pool, settin
     first, second = hrefs(html)
     assert first == long_url and second.startswith(E + "/r/")
     assert model.read_click([settings.key_bytes], tokens_of(html)["r"][0]).link_index == 0  # numbered among tracked
+
+
+def test_links_are_numbered_alike_by_the_full_render_and_the_once_per_version_path():
+    """The second render of a document goes through the once-per-version plan (templates 4.8):
+    its tokens must number the links as the first render did."""
+    from postroom.templates.render import Content, Options, clear_cache, render, signed_tracking
+
+    clear_cache()
+    content = Content(mjml_source='<mjml><mj-body><mj-text><p>{{ name }}</p><a href="https://x.test/1">1</a>'
+                                  '<a href="mailto:a@b.c">m</a><a href="https://x.test/2?n={{ name }}">2</a>'
+                                  "</mj-text></mj-body></mjml>")
+    key = b"k" * 32
+    seen = []
+    for name in ("Ana", "Bob", "Cy"):
+        tracker = signed_tracking(key, E, f"m-{name}", "ws_1", 1_700_000_000)
+        html = render(content, {"name": name}, Options(tracking=True, endpoint=E, click_url=tracker.click_url,
+                                                       open_url=tracker.open_url)).html
+        hits = [model.read_click([key], token) for token in tokens_of(html)["r"]]
+        seen.append([(h.message_id, h.link_index, h.url) for h in hits])
+    assert seen == [[(f"m-{n}", 0, "https://x.test/1"), (f"m-{n}", 1, f"https://x.test/2?n={n}")]
+                    for n in ("Ana", "Bob", "Cy")]
