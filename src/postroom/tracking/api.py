@@ -65,8 +65,8 @@ async def _record(request, hit: model.Hit) -> None:
     except DB_UNAVAILABLE as exc:
         if isinstance(exc, NOT_AN_OUTAGE):
             raise
-        log.warning("tracking hit not recorded (database unavailable): %s %s: %s",
-                    request.method, request.url.path, type(exc).__name__)
+        log.warning("%s of a message of workspace %s not recorded (database unavailable): %s",
+                    "open" if hit.kind == model.OPEN else "click", hit.workspace_id, type(exc).__name__)
 
 
 def _recordable(request, hit: model.Hit | None) -> bool:
