@@ -1280,6 +1280,7 @@ async def tracked_message(pool, settings, s: Seeded):
             workspace_id=s.id, integration_id=s.integration_id, contact_email="known@example.com",
             from_address="noreply@acme.test", from_name="Acme", subject="s", html="<p>x</p>", template_id="mail",
             template_version=1, source_type=Source.BROADCAST, source_id="b1"), "fake")
+        await conn.execute("DELETE FROM email_queue WHERE workspace_id = $1 AND message_id = $2", s.id, mid)
     return signed_tracking(settings.key_bytes, "", mid, s.id, int(time.time()) - 60)
 
 

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from helpers import assert_json_error
 from trackkit import (BROWSER, E, GMAIL_PROXY, add_notification, entries, events, message, ok, path_of, recorded,
-                      send, set_settings, tokens_of, workspace)
+                      send, set_settings, tokens_of, unqueue, workspace)
 
 from postroom.app import create_app
 from postroom.delivery import store as delivery_store
@@ -299,6 +299,7 @@ async def test_link_stats_of_a_broadcast_and_their_bad_input(client, pool, setti
                 from_address="noreply@acme.test", from_name="Acme", subject="s", html="<p>x</p>",
                 template_id="news_tpl", template_version=1, source_type=Source.BROADCAST, source_id="bc1"), "fake")
         mids.append(mid)
+        await unqueue(pool, ws, mid)
     first, second = (signed_tracking(settings.key_bytes, E, mid, ws.id, old) for mid in mids)
     for url in (first.click_url("https://x.test/p?u=1", 0), first.click_url("https://x.test/p?u=1", 0),
                 second.click_url("https://x.test/p?u=2", 0), second.click_url("https://x.test/q", 1)):

@@ -87,7 +87,7 @@ def test_truncated_extended_and_malformed_tokens_are_refused():
     token = click_token()
     for n in range(len(token)):
         assert tokens.decrypt([KEY], "r", token[:n]) is None, n
-    for bad in (token + "A", token + "=", token.replace("-", "+"), " " + token, token + "%00", "garbage", "x" * 5000):
+    for bad in (token + "A", token + "=", token[:5] + "+" + token[6:], " " + token, token + "%00", "garbage", "x" * 5000):
         assert tokens.decrypt([KEY], "r", bad) is None, bad
     assert refused("garbage") == "Invalid token" and refused("") == "Missing token"
     long_destination = click_token("https://x.test/" + "a" * 4000)
