@@ -22,6 +22,7 @@ from postroom.platform.config import Settings
 from postroom.platform.http import Api, Edge, error_response, route
 from postroom.templates.capability import CAPABILITY as TEMPLATES
 from postroom.timeline.capability import CAPABILITY as TIMELINE
+from postroom.tracking.capability import CAPABILITY as TRACKING
 from postroom.webhooks.capability import CAPABILITY as WEBHOOKS
 from postroom.workspaces.capability import CAPABILITY as WORKSPACES
 
@@ -36,7 +37,7 @@ PLATFORM = Capability(
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
 CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, CUSTOM_EVENTS, TIMELINE, WEBHOOKS, TEMPLATES,
-                                        DELIVERY, BROADCASTS, PLATFORM)
+                                        DELIVERY, TRACKING, BROADCASTS, PLATFORM)
 
 
 def document() -> dict:

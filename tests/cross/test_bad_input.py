@@ -54,7 +54,10 @@ from helpers import assert_json_error, snapshot
 from postroom.app import CAPABILITIES, build_api, create_app
 from postroom.auth import model as auth_model, store as auth_store
 from postroom.contacts import model as contacts_model
+from postroom.delivery import store as delivery_store
+from postroom.delivery.model import Outgoing, Source
 from postroom.platform.config import Settings
+from postroom.templates.render import signed_tracking
 from postroom.templates import store as templates_store
 from postroom.workspaces import store as ws_store
 
@@ -62,6 +65,9 @@ from conftest import ROOT_EMAIL, Workspace
 
 ENDPOINTS = build_api().endpoints
 PUBLIC = {"/subscribe": "POST", "/confirm": "GET"}  # non-/api routes; checked against ROUTES below
+# tracking's public routes (engagement contract 1.6): their own cases, test_tracking_routes_* below
+TRACKING = {"/t/{token}": "GET", "/t/": "GET", "/r/{token}": "GET", "/r/": "GET", "/opens": "GET", "/visit": "GET"}
+PUBLIC.update(TRACKING)
 POST_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "POST") + ["/subscribe"]
 GET_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "GET") + ["/confirm"]
 NOT_JSON = "Invalid request body"
@@ -1178,6 +1184,8 @@ QUERY_PARAMS: dict[str, dict[str, tuple[str, bool]]] = {
         name: ("2024-01-01T00:00:00Z", False) for name in ("sent_after", "sent_before", "updated_after",
                                                            "updated_before")},
     "/api/messages.broadcastStats": {"broadcast_id": ("b1", True)},
+    "/api/messages.linkStats": {"message_id": ("m1", True)},
+    "/api/messages.broadcastLinkStats": {"broadcast_id": ("b1", True)},
     "/api/transactional.list": {"search": ("No", False), "limit": ("5", False), "offset": ("0", False)},
     "/api/transactional.get": {"id": ("note", True)},
     "/api/broadcasts.list": {"status": ("draft", False), "limit": ("5", False), "offset": ("0", False),
@@ -1389,3 +1397,64 @@ async def test_root_signin_with_a_non_ascii_signature(client, pool, seeded, sign
     async with Unchanged(pool, seeded.id):
         r = await send(client, "/api/user.rootSignin", seeded, body)
     assert_json_error(r, 401, "invalid email or signature")
+
+
+# ---------------------------------------------------------------- tracking's public routes (engagement 1.6)
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+async def tracked_message(pool, settings, s: Seeded):
+    """A message of the workspace and its signed tracking URLs, minted a minute ago (so a valid
+    hit would be recorded)."""
+    async with pool.acquire() as conn:
+        mid, _ = await delivery_store.enqueue(conn, settings.key_bytes, Outgoing(
+            workspace_id=s.id, integration_id=s.integration_id, contact_email="known@example.com",
+            from_address="noreply@acme.test", from_name="Acme", subject="s", html="<p>x</p>", template_id="mail",
+            template_version=1, source_type=Source.BROADCAST, source_id="b1"), "fake")
+        await conn.execute("DELETE FROM email_queue WHERE workspace_id = $1 AND message_id = $2", s.id, mid)
+    return signed_tracking(settings.key_bytes, "", mid, s.id, int(time.time()) - 60)
+
+
+def spoiled(token: str) -> list[str]:
+    """A valid token made worthless in every way a URL can be broken on its way."""
+    swap = {"A": "B"}.get(token[10], "A")
+    return [token[:10] + swap + token[11:], token[:-1] + ("A" if token[-1] != "A" else "Q"), token[:-6],
+            token + "x", token.upper(), token + "%00", "%00", "x" * 5000, "é", "%FF%FE", "{{ token }}"]
+
+
+async def test_tracking_routes_answer_bad_tokens_as_the_contract_says(client, pool, settings, fresh):
+    """/t/ answers every token with the pixel, /r/ every bad one with 400 `Invalid token` (never
+    a redirect); neither writes anything."""
+    tracker = await tracked_message(pool, settings, fresh)
+    click = tracker.click_url("https://x.test/secret-destination", 0).rsplit("/", 1)[1]
+    opened = tracker.open_url().rsplit("/", 1)[1]
+    ua = {"User-Agent": BROWSER}
+    async with Unchanged(pool, fresh.id):
+        for bad in spoiled(click) + [opened]:
+            r = await client.get(f"/r/{bad}", headers=ua)
+            assert_json_error(r, 400, "Invalid token")
+            assert "location" not in r.headers and "secret-destination" not in r.text
+        for bad in spoiled(opened) + [click]:
+            r = await client.get(f"/t/{bad}", headers=ua)
+            assert r.status_code == 200 and r.headers["content-type"] == "image/png", bad
+        assert_json_error(await client.get("/r/", headers=ua), 400, "Missing token")
+        for path in ("/r/a/b", "/t/a/b"):  # a token never holds a slash
+            assert_json_error(await client.get(path, headers=ua), 404, "not found")
+
+
+async def test_tracking_routes_bad_parameters_and_methods(client, pool, fresh):
+    async with Unchanged(pool, fresh.id):
+        for params, message in (({}, "Missing redirect URL"), ({"url": ""}, "Missing redirect URL"),
+                                ([("url", "https://a.test"), ("url", "https://b.test")],
+                                 "invalid url: given more than once"),
+                                ({"url": "https://a.test/\x00"}, "invalid url: contains a NUL character")):
+            assert_json_error(await client.get("/visit", params=params), 400, message)
+        for params in ({"mid": "\x00", "wid": "x" * 5000, "ts": "-1"}, [("mid", "a"), ("mid", "b")]):
+            r = await client.get("/opens", params=params)  # never read: always the pixel
+            assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        for path in TRACKING:
+            concrete = path.replace("{token}", "abc")
+            for method in ("POST", "PUT", "DELETE", "PATCH"):
+                r = await client.request(method, concrete, content=b"{}")
+                assert_json_error(r, 405, "Method not allowed")

@@ -41,12 +41,15 @@ from postroom.app import CAPABILITIES, build_api
 from postroom.templates import store as templates_store
 from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Outgoing, Source
+from postroom.templates.render import signed_tracking
 from postroom.webhooks import delivery
 
 from helpers import snapshot
 
 ENDPOINTS = build_api().endpoints
-PUBLIC = {"/subscribe": "POST", "/confirm": "GET"}
+PUBLIC = {"/subscribe": "POST", "/confirm": "GET",
+          **{p: "GET" for p in ("/t/{token}", "/t/", "/r/{token}", "/r/", "/opens", "/visit")}}
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 FOREIGN = {"error": "user is not a member of the workspace"}
 SHARED_EMAIL = "shared@example.com"
 SHARED_LIST = "shared_list"
@@ -81,6 +84,7 @@ class Tenant:
     bcast: str = ""            # a draft broadcast to own_list with mail_template
     event_name: str = ""       # a custom event (event_name, event_id) of own_email
     event_id: str = ""
+    click_url: str = ""        # the destination of a recorded click on message_id
     markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
 
     @property
@@ -177,7 +181,11 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
     await ok(await client.post("/api/customEvents.upsert", headers=h, json={
         "workspace_id": w, "email": SHARED_EMAIL, "event_name": "shared_event", "external_id": "shared-1",
         "properties": {"note": secret_values["event_prop"] + "-shared"}}))
-    t.markers = [t.event_name, t.event_id,
+    # a recorded click on that message: B has link statistics, a clicked_at and its events
+    t.click_url = f"https://{tag}-dest-{x}.example/landing"
+    tracker = signed_tracking(ws._settings.key_bytes, "", t.message_id, w, int(time.time()) - 60)
+    assert (await client.get(tracker.click_url(t.click_url, 0), headers={"User-Agent": BROWSER})).status_code == 303
+    t.markers = [t.event_name, t.event_id, t.click_url,
                  t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
                  t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, t.integration_id,
@@ -219,6 +227,7 @@ class Probe:
     late: bool = False                        # a write A is entitled to: after all lookups
     headers: dict | None = None
     status: int | None = None                 # the expected status, where the twin alone does not say
+    url: str | None = None                    # the path to request, for a templated public path
 
 
 class Ctx:
@@ -570,6 +579,37 @@ def delivery_cases(path: str, c: Ctx) -> list[Probe]:
     }[name]
 
 
+def tracking_cases(path: str, c: Ctx) -> list[Probe]:
+    """A token is a workspace's own: one minted for B's message naming A (or A's message naming
+    B) is valid but names a message the workspace does not have, so it records nothing; the
+    legacy forms naming B record nothing either; A's statistics of B's ids are empty."""
+    w, a, b = c.a.id, c.a, c.b
+    old = int(time.time()) - 60
+    key = a.ws._settings.key_bytes
+    crossed = [signed_tracking(key, "", b.message_id, w, old), signed_tracking(key, "", a.message_id, b.id, old)]
+    ua = {"User-Agent": BROWSER}
+    if path == "/t/{token}":
+        return [Probe(url=t.open_url(), headers=ua, status=200) for t in crossed]
+    if path == "/r/{token}":
+        return [Probe(url=t.click_url("https://x.test/", 0), headers=ua, status=303) for t in crossed]
+    if path in ("/t/", "/r/"):
+        return [Probe(headers=ua, status=200 if path == "/t/" else 400)]
+    if path == "/opens":
+        return [Probe(params={"mid": b.message_id, "wid": b.id, "ts": "0"}, headers=ua, status=200)]
+    if path == "/visit":
+        return [Probe(params={"mid": b.message_id, "wid": b.id, "ts": "0", "url": "https://x.test/"}, headers=ua,
+                      status=200)]
+    if path == "/api/messages.linkStats":
+        return [Probe(params={"workspace_id": w, "message_id": b.message_id}, swap={b.message_id: "ghost-message"},
+                      check=empty_links)]
+    return [Probe(params={"workspace_id": w, "broadcast_id": b.broadcast_id}, swap={b.broadcast_id: "ghost_b"},
+                  check=empty_links)]
+
+
+async def empty_links(r: httpx.Response, ctx: Ctx) -> None:
+    assert (r.status_code, r.json()) == (200, {"links": []}), r.text
+
+
 def transactional_cases(path: str, c: Ctx) -> list[Probe]:
     w, a, b = c.a.id, c.a, c.b
     ghost = {b.notification: "ghost_note"}
@@ -694,6 +734,8 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,
     "/confirm": public_cases,
+    **{p: tracking_cases for p in ("/t/{token}", "/t/", "/r/{token}", "/r/", "/opens", "/visit",
+                                   "/api/messages.linkStats", "/api/messages.broadcastLinkStats")},
 }
 
 
@@ -717,7 +759,7 @@ async def call(client, path: str, probe: Probe, ctx: Ctx, swap: dict | None = No
     if swap:
         params, body = replace_all(params, swap), replace_all(body, swap)
     if method_of(path) == "GET":
-        return await client.get(path, params=params, headers=headers)
+        return await client.get(probe.url or path, params=params, headers=headers)
     return await client.post(path, json=body if body is not None else {}, headers=headers)
 
 
@@ -789,7 +831,7 @@ async def test_key_of_a_against_everything_of_b(client, pool, settings, new_work
         start = await snapshot(pool, b.id)
         for table in ("contacts", "contact_timeline", "events", "lists", "contact_lists", "webhook_subscriptions",
                       "webhook_deliveries", "workspace_secrets", "subscribe_rate_limits", "user_workspaces",
-                      "templates", "template_heads", "template_blocks", "custom_events"):
+                      "templates", "template_heads", "template_blocks", "custom_events", "message_link_clicks"):
             assert start[table], f"workspace B has no {table} rows to protect"
 
         probes = []

@@ -21,7 +21,7 @@ def load(name: str) -> dict:
 def hooks(endpoint: str) -> dict:
     """Tracking hooks whose URLs show the destination (UTM included), so the golden HTML is
     stable and readable; engagement's tokens take their place in real sends."""
-    return {"click_url": lambda url: f"{endpoint}/r/{quote(url, safe='')}",
+    return {"click_url": lambda url, index: f"{endpoint}/r/{quote(url, safe='')}",
             "open_url": lambda: f"{endpoint}/t/open"}
 
 

@@ -11,7 +11,7 @@ UTM = links.utm_pairs({"utm_source": "news", "utm_medium": "", "utm_campaign": "
 EP = "https://links.acme.test"
 
 
-def tracked(url: str) -> str:
+def tracked(url: str, index: int) -> str:
     return f"{EP}/r/T({url})"
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import copy
-import json
 import re
 
 import pytest
 
 from postroom.templates.render import (Content, Options, RenderError, check_liquid, clear_cache, compiled_preview,
-                                       render, unsigned_tracking)
+                                       render, signed_tracking)
+from postroom.templates.render import tokens
 from postroom.templates.render.document import clean_liquid, fix_markup, head_overrides
 from postroom.templates.render.tree import TreeError
 from contract_example import T, T_MJML
 
 EP = "https://links.acme.test"
+KEY = b"k" * 32
 
 
 def with_t1(content: str) -> dict:
@@ -153,7 +153,8 @@ def test_markup_fix_up_outside_comments():
 # ---------------------------------------------------------------- links, UTM, pixel (4.5, checks 47-49, 51)
 
 def test_tracking_rewrites_links_but_not_own_relative_or_mailto_ones():
-    click, opened = unsigned_tracking(EP, "preview", "ws1")
+    tracker = signed_tracking(KEY, EP, "preview", "ws1", 1700000000)
+    click, opened = tracker.click_url, tracker.open_url
     content = Content(tree=with_t1('<p><a href="mailto:h@acme.test">m</a> <a href="https://links.acme.test/notification-center?x=1">p</a>'
                                    ' <a href="/path">r</a></p>'))
     html = render(content, {}, Options(tracking=True, utm={"utm_source": "news"}, endpoint=EP,
@@ -161,8 +162,9 @@ def test_tracking_rewrites_links_but_not_own_relative_or_mailto_ones():
     found = hrefs(html)
     assert found[:3] == ["mailto:h@acme.test", "https://links.acme.test/notification-center?x=1", "/path"]  # 47
     assert found[3].startswith("https://links.acme.test/r/")
-    token = json.loads(base64.urlsafe_b64decode(found[3].rsplit("/", 1)[1] + "=="))
-    assert token["url"] == "https://shop.test/offer?x=1&utm_source=news" and token["mid"] == "preview" and token["wid"] == "ws1"
+    plain = tokens.decrypt([KEY], tokens.CLICK, found[3].rsplit("/", 1)[1])
+    assert tokens.split(tokens.CLICK, plain) == ["preview", "ws1", "1700000000", "0",
+                                                 "https://shop.test/offer?x=1&utm_source=news"]
     assert html.count('<img src="https://links.acme.test/t/') == 1
     assert html.index('<img src="https://links.acme.test/t/') < html.rindex("</body>")
 
@@ -176,7 +178,8 @@ def test_utm_without_tracking():
 
 
 def test_web_channel_renders_no_liquid_and_rewrites_no_link():
-    click, opened = unsigned_tracking(EP, "p", "ws1")
+    tracker = signed_tracking(KEY, EP, "p", "ws1", 1700000000)
+    click, opened = tracker.click_url, tracker.open_url
     result = render(Content(tree=T, subject="Hi {{ x }}"), {"contact": {"first_name": "Ann"}},
                     Options(channel="web", tracking=True, click_url=click, open_url=opened, utm={"utm_source": "a"}))
     assert result.success and "{{ contact.first_name" in result.html and "/r/" not in result.html  # check 51

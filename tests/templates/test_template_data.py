@@ -53,7 +53,7 @@ def test_links_are_form_encoded_with_sorted_keys_and_the_workspace_hmac():
     assert oneclick.path == "/unsubscribe-oneclick"
     assert parse_qsl(oneclick.query) == [("email", "jane+x@example.com"), ("email_hmac", mac), ("lids", "news"),
                                          ("mid", "m-1"), ("wid", "ws1")]
-    assert data["tracking_opens_url"] == f"{END}/opens?mid=m-1&wid=ws1&ts=1700000000"
+    assert data["tracking_opens_url"] == ""  # tracking off (engagement contract 1.5)
 
 
 def test_without_a_contact_there_are_no_signed_links_and_contact_is_empty():

@@ -23,6 +23,7 @@ from postroom.broadcasts import model, store
 from postroom.contacts import model as contacts_model
 from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Outgoing, Source, Status, resolve_sender
+from postroom.delivery.transactional import tracking_enabled
 from postroom.delivery import sending as delivery_sending
 from postroom.platform.queue import pause as wait
 from postroom.templates import model as templates_model, store as templates_store
@@ -80,7 +81,7 @@ class Pass:
         self.secret = await delivery_sending.email_hmac_secret(conn, ws, self.settings.key_bytes)
         self.data_key = await delivery_store.message_key(conn, ws, self.settings.key_bytes)
         self.endpoint = templates_model.public_endpoint(self.ws_settings, self.settings.api_endpoint or "")
-        self.tracking = self.ws_settings.get("email_tracking_enabled") is not False
+        self.tracking = tracking_enabled(self.ws_settings)
 
     def variation_template(self, index: int) -> str:
         variations = self.b["test_settings"]["variations"]
@@ -96,14 +97,16 @@ class Pass:
         utm.setdefault("utm_content", template_id)
         part = templates_model.variant(template, (contact or {}).get("language"),
                                        templates_model.workspace_languages(self.ws_settings)[1])
+        now = int(time.time())
+        tracker = (engine.signed_tracking(self.settings.key_bytes, self.endpoint, message_id, self.ws, now)
+                   if self.tracking else None)
         data = template_data(Sending(self.ws, self.endpoint, self.ws_settings.get("website_url"), self.secret,
-                                     message_id, int(time.time()), contact=contact, list=self.list,
+                                     message_id, now, contact=contact, list=self.list,
                                      broadcast={"id": b["id"], "name": b["name"]}, utm=utm,
-                                     global_feed=(b["data_feed"] or {}).get("global_feed_data")))
-        click_url, open_url = (engine.unsigned_tracking(self.endpoint, message_id, self.ws) if self.tracking
-                               else (None, None))
+                                     global_feed=(b["data_feed"] or {}).get("global_feed_data"), tracker=tracker))
         result = engine.render(templates_model.content(part), data, engine.Options(
-            tracking=self.tracking, utm=utm, endpoint=self.endpoint, click_url=click_url, open_url=open_url))
+            tracking=tracker is not None, utm=utm, endpoint=self.endpoint,
+            click_url=tracker.click_url if tracker else None, open_url=tracker.open_url if tracker else None))
         if not result.success:
             raise RenderFailed(result.error.message)
         sender = resolve_sender(self.integration["senders"], part.get("sender_id"))

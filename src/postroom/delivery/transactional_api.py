@@ -104,11 +104,18 @@ def _base_url(call: Call) -> str:
     return call.settings.api_endpoint or str(call.request.base_url)
 
 
-def _render_options(opts: tx.EmailOptions, endpoint: str, message_id: str, workspace_id: str, tracking: bool,
+def _tracker(settings, tracking: bool, endpoint: str, message_id: str, workspace_id: str,
+             now: int) -> engine.Tracker | None:
+    """The message's signed tracking URLs when tracking is on (engagement contract 1.1, 1.4)."""
+    return engine.signed_tracking(settings.key_bytes, endpoint, message_id, workspace_id, now) if tracking else None
+
+
+def _render_options(opts: tx.EmailOptions, endpoint: str, tracker: engine.Tracker | None,
                     utm: dict) -> engine.Options:
-    click_url, open_url = engine.unsigned_tracking(endpoint, message_id, workspace_id) if tracking else (None, None)
     return engine.Options(subject_override=opts.subject or None, preheader_override=opts.subject_preview or None,
-                          tracking=tracking, utm=utm, endpoint=endpoint, click_url=click_url, open_url=open_url)
+                          tracking=tracker is not None, utm=utm, endpoint=endpoint,
+                          click_url=tracker.click_url if tracker else None,
+                          open_url=tracker.open_url if tracker else None)
 
 
 async def _render(part: dict, data: dict, options: engine.Options, overridden: bool) -> engine.Result:
@@ -204,10 +211,12 @@ async def send_notification(sender: Sender, req: tx.SendRequest) -> str:
             endpoint = templates_model.public_endpoint(settings, sender.base_url)
             link_secret = await ws_secrets.workspace_secret(conn, ws, key_bytes, sending.EMAIL_HMAC_SECRET,
                                                             sealed=reads["link_secret"])
+            now = int(time.time())
+            tracker = _tracker(sender.settings, tx.tracking_enabled(settings), endpoint, message_id, ws, now)
             data = template_data(Sending(ws, endpoint, settings.get("website_url"), link_secret.hex(),
-                                         message_id, int(time.time()), data=req.data,
-                                         contact=contacts_model.to_wire(contact)))
-            options = _render_options(req.options, endpoint, message_id, ws, tx.tracking_enabled(settings),
+                                         message_id, now, data=req.data,
+                                         contact=contacts_model.to_wire(contact), tracker=tracker))
+            options = _render_options(req.options, endpoint, tracker,
                                       tx.utm_of(notification["tracking_settings"], template["id"]))
             result = await _render(part, data, options, bool(req.options.subject))
             from_sender = resolve_sender(integration["senders"], part.get("sender_id"))
@@ -254,14 +263,16 @@ async def test_template(call: Call):
         secret = await sending.email_hmac_secret(conn, ws, call.settings.key_bytes)
     message_id = str(uuid.uuid4())
     endpoint = _endpoint(call, settings)
+    now = int(time.time())
+    tracker = _tracker(call.settings, tx.tracking_enabled(settings), endpoint, message_id, ws, now)
     # Notifuse's placeholder list, kept, so unsubscribe links render in a test (3.9)
-    data = template_data(Sending(ws, endpoint, settings.get("website_url"), secret, message_id, int(time.time()),
+    data = template_data(Sending(ws, endpoint, settings.get("website_url"), secret, message_id, now,
                                  data=template["test_data"] or {},
                                  contact=found[0] if found else {"email": req.recipient},
-                                 list={"id": "foo", "name": "bar"}))
+                                 list={"id": "foo", "name": "bar"}, tracker=tracker))
     part = templates_model.variant(template, req.language, templates_model.workspace_languages(settings)[1])
     try:
-        result = await _render(part, data, _render_options(req.options, endpoint, message_id, ws, True, {}),
+        result = await _render(part, data, _render_options(req.options, endpoint, tracker, {}),
                                bool(req.options.subject))
     except DeliveryError as exc:
         return _failed(exc.message)

@@ -209,6 +209,9 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = field(default_factory=lambda: Path(".postroom"))
     secret_key: str | None = None
+    # retired SECRET_KEYs (POSTROOM_PREVIOUS_SECRET_KEYS, comma-separated) still accepted for the
+    # tracking links of mail already delivered (engagement contract 0.3)
+    previous_secret_keys: tuple[str, ...] = ()
     root_email: str | None = None
     cors_origin: str = "*"
     max_body_bytes: int = DEFAULT_MAX_BODY
@@ -252,6 +255,8 @@ class Settings:
             database_url=_env("POSTROOM_DATABASE_URL"),
             data_dir=Path(_env("POSTROOM_DATA_DIR") or ".postroom").expanduser().resolve(),
             secret_key=_env("POSTROOM_SECRET_KEY", "SECRET_KEY"),
+            previous_secret_keys=tuple(k.strip() for k in (_env("POSTROOM_PREVIOUS_SECRET_KEYS") or "").split(",")
+                                       if k.strip()),
             root_email=_env("POSTROOM_ROOT_EMAIL", "ROOT_EMAIL"),
             cors_origin=_env("POSTROOM_CORS_ORIGIN") or "*",
             max_body_bytes=_int_env("POSTROOM_MAX_BODY_BYTES", DEFAULT_MAX_BODY),
@@ -307,3 +312,8 @@ class Settings:
             cached = (secret, signing_key(secret))
             self.__dict__["_key_cache"] = cached
         return cached[1]
+
+    @property
+    def previous_key_bytes(self) -> tuple[bytes, ...]:
+        """The key material of each retired secret, decoded as key_bytes is."""
+        return tuple(signing_key(secret) for secret in self.previous_secret_keys)

@@ -8,6 +8,7 @@ checks (Endpoint.parse: the contract's 400-before-403 order); the handler gets t
 from __future__ import annotations
 
 import asyncio
+import time
 
 from postroom.platform.errors import RuleError
 from postroom.platform.http import Call, Endpoint, json_response
@@ -90,7 +91,7 @@ async def compile_template(call: Call):
     if row is not None and row["channel"] == "web":
         return model.web_compile_wire(model.variant(row, req.language, default_language))
     endpoint = model.public_endpoint(settings, call.settings.api_endpoint or str(call.request.base_url))
-    job = model.compile_job(req, row, default_language, endpoint)
+    job = model.compile_job(req, row, default_language, endpoint, call.settings.key_bytes, int(time.time()))
     return await asyncio.to_thread(model.compile_answer, *job)  # up to Liquid's 5 s: off the event loop
 
 

@@ -645,10 +645,13 @@ def compiled_preview(part: Mapping) -> str:
     return engine.compiled_preview(content(part))
 
 
-def compile_job(req: CompileRequest, template: Mapping | None, default_language: str, endpoint: str) -> tuple:
+def compile_job(req: CompileRequest, template: Mapping | None, default_language: str, endpoint: str,
+                key_bytes: bytes, now: int) -> tuple:
     """What templates.compile renders, (content, data, options): the request's content, or with
     template_id the stored email template's variant for `language` (test data defaulting to the
-    template's). Tracking URLs use the workspace's endpoint and ids, never the request's."""
+    template's). Tracking URLs use the workspace's endpoint and ids, never the request's, and are
+    signed as a send's are (`key_bytes`: the installation's); the request's message id names no
+    message, so following them records nothing."""
     data = req.test_data
     if template is None:
         piece = engine.Content(tree=req.tree, mjml_source=req.mjml_source, subject=req.subject,
@@ -658,7 +661,8 @@ def compile_job(req: CompileRequest, template: Mapping | None, default_language:
         data = template["test_data"] if data is None else data
     click_url = open_url = None
     if req.tracking:
-        click_url, open_url = engine.unsigned_tracking(endpoint, req.message_id, req.workspace_id)
+        tracker = engine.signed_tracking(key_bytes, endpoint, req.message_id, req.workspace_id, now)
+        click_url, open_url = tracker.click_url, tracker.open_url
     options = engine.Options(channel=req.channel if template is None else "email", preserve_liquid=req.preserve_liquid,
                              preheader_override=req.preheader_override, tracking=req.tracking, utm=req.utm,
                              endpoint=endpoint, click_url=click_url, open_url=open_url)

@@ -1,6 +1,6 @@
 """The template data every sender gives the render path (templates contract 5.1 and 5.2): the
 caller's data, the contact, the list and broadcast in context, and the signed links to the
-preference center, unsubscribe, one-click unsubscribe, confirmation and open tracking. Pure: the
+preference center, unsubscribe, one-click unsubscribe and confirmation, and the open-tracking URL. Pure: the
 caller reads the contact, the workspace's endpoint and its secret.
 
 The keys are written in the contract's order and a later key overwrites an earlier one of the
@@ -15,7 +15,9 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
+
+from postroom.templates.render.tokens import Tracker
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
@@ -61,11 +63,6 @@ class Links:
         return _link(self.endpoint, "unsubscribe-oneclick", self._signed(lids=list_id, mid=self.message_id))
 
 
-def tracking_opens_url(endpoint: str, message_id: str, workspace_id: str, now: int) -> str:
-    """`<endpoint>/opens?mid=&wid=&ts=`: values query-escaped, in this key order."""
-    return f"{endpoint}/opens?mid={quote(message_id, safe='')}&wid={quote(workspace_id, safe='')}&ts={now}"
-
-
 @dataclass(frozen=True)
 class Sending:
     """One recipient's context. `contact` is the contact as the contacts contract returns it
@@ -76,7 +73,7 @@ class Sending:
     website_url: str | None
     secret: str
     message_id: str
-    now: int                                   # unix seconds at render
+    now: int                                   # unix seconds at render (the tracker's sent_at)
     data: Mapping[str, Any] | None = None      # the caller's data (transactional `data`, test data)
     contact: Mapping[str, Any] | None = None
     list: Mapping[str, str] | None = None
@@ -84,6 +81,7 @@ class Sending:
     utm: Mapping[str, str] = field(default_factory=dict)
     global_feed: Any = None
     recipient_feed: Any = None
+    tracker: Tracker | None = None             # tracking on: the message's signed URLs (tokens.signed_tracking)
 
 
 def template_data(s: Sending) -> dict[str, Any]:
@@ -110,7 +108,8 @@ def template_data(s: Sending) -> dict[str, Any]:
         out["global_feed"] = s.global_feed
     out["workspace"] = {"base_url": s.endpoint, "website_url": (s.website_url or "").rstrip("/")}
     out["message_id"] = s.message_id
-    out["tracking_opens_url"] = tracking_opens_url(s.endpoint, s.message_id, s.workspace_id, s.now)
+    # the pixel's URL when tracking is on, "" when it is off (engagement contract 1.5)
+    out["tracking_opens_url"] = s.tracker.open_url() if s.tracker is not None else ""
     if s.recipient_feed is not None:
         out["recipient_feed"] = s.recipient_feed
     return out

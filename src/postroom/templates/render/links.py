@@ -2,7 +2,9 @@
 
 Links are found by their `<a …>` start tags only (any case, either quote, inside conditional
 comments too); `<abbr>` and `<area>` are not links. A rewritten `href` keeps its quote and is
-written back HTML-escaped; a link that is not rewritten keeps its bytes.
+written back HTML-escaped; a link that is not rewritten keeps its bytes. Click-tracked links are
+numbered 0, 1, … in document order (engagement contract 1.2): the index is in the click token,
+and the per-link statistics count by it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ _ATTR_RE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=
 _BODY_END_RE = re.compile(r"</body\s*>", re.I)
 _HTTP_RE = re.compile(r"https?://", re.I)
 _URL_SPACE = " \t\n\r\f"
+MAX_TRACKED_URL = 2048  # bytes; a longer destination keeps its UTM but is not click-tracked (1.2)
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})
 
 
@@ -28,7 +31,7 @@ _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
 class LinkRules:
     utm: tuple[tuple[str, str], ...] = ()  # non-empty values, in the order of UTM_KEYS
     endpoint: str = ""  # the workspace's own links start with `<endpoint>/`
-    click_url: Callable[[str], str] | None = None  # tracking on: destination → tracked URL
+    click_url: Callable[[str, int], str] | None = None  # tracking on: (destination, link index) → tracked URL
 
     @property
     def active(self) -> bool:
@@ -65,17 +68,19 @@ def with_utm(url: str, utm: tuple[tuple[str, str], ...]) -> str:
     return f"{base}{separator}{_query(utm)}{hash_}{fragment}"
 
 
-def destination(url: str, rules: LinkRules) -> str | None:
-    """The new URL of a link, or None when the link is left unchanged."""
+def destination(url: str, rules: LinkRules, index: int = 0) -> tuple[str | None, bool]:
+    """(the new URL of a link or None when it is left unchanged, whether it is click-tracked as
+    link `index`)."""
     url = url.strip(_URL_SPACE)
     if not url or url.startswith("#") or "{{" in url or "{%" in url or not _HTTP_RE.match(url):
-        return None  # fragments, mailto:, tel:, relative and scheme-less URLs, unrendered Liquid
+        return None, False  # fragments, mailto:, tel:, relative and scheme-less URLs, unrendered Liquid
     if rules.endpoint and url.startswith(rules.endpoint + "/"):
-        return None  # the workspace's own unsubscribe, confirmation and already-tracked links
+        return None, False  # the workspace's own unsubscribe, confirmation and already-tracked links
     new = with_utm(url, rules.utm)
-    if rules.click_url is not None:
-        new = rules.click_url(new)
-    return new if new != url else None
+    tracked = rules.click_url is not None and len(new.encode("utf-8")) <= MAX_TRACKED_URL
+    if tracked:
+        new = rules.click_url(new, index)
+    return (new if new != url else None), tracked
 
 
 def _href(tag: str) -> tuple[int, int, str] | None:
@@ -109,18 +114,29 @@ def link_values(page: str) -> list[Href]:
     return found
 
 
-def rewritten(raw: str, rules: LinkRules) -> str:
-    """A link's final raw `href` value (HTML-escaped), its own bytes when it is left unchanged."""
-    new = destination(html.unescape(raw), rules) if rules.active else None
-    return raw if new is None else new.translate(_ESCAPES)
+class Rewriter:
+    """The links of one page, given in document order: each call is the next link's raw `href`
+    and gives its final raw value (HTML-escaped), its own bytes when it is left unchanged."""
+
+    def __init__(self, rules: LinkRules):
+        self.rules = rules
+        self.tracked = 0  # click-tracked links so far: the next one's index
+
+    def __call__(self, raw: str) -> str:
+        if not self.rules.active:
+            return raw
+        new, tracked = destination(html.unescape(raw), self.rules, self.tracked)
+        self.tracked += tracked
+        return raw if new is None else new.translate(_ESCAPES)
 
 
 def rewrite(page: str, rules: LinkRules) -> tuple[str, list[str]]:
     """The HTML with its links rewritten, and every link's final raw `href` in document order."""
     out, last, hrefs = [], 0, []
+    rewritten = Rewriter(rules)
     for href in link_values(page):
         raw = page[href.start:href.end]
-        value = rewritten(raw, rules)
+        value = rewritten(raw)
         hrefs.append(value)
         if value is raw:
             continue

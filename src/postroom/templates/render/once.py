@@ -301,7 +301,8 @@ class Plan:
         """(MJML after Liquid, HTML with its links rewritten and `pixel` placed, plain text)."""
         reserialised = self.level.reserialised
         in_tags = [_as_placed(v, "tag", reserialised) for v in values]
-        hrefs = [links.rewritten(cut.join(in_tags), rules) for cut in self.links]
+        rewritten = links.Rewriter(rules)
+        hrefs = [rewritten(cut.join(in_tags)) for cut in self.links]
         out = [self.html.parts[0]]
         for (what, index, kind), part in zip(self.slots, self.html.parts[1:]):
             if what == _HOLE:

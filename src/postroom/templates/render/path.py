@@ -17,10 +17,8 @@ recipient's values into it, when that provably gives the same output (see `once`
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -56,8 +54,9 @@ class Options:
     tracking: bool = False  # requires click_url and open_url
     utm: Mapping[str, str] = field(default_factory=dict)  # utm_source … utm_term; empty ignored
     endpoint: str = ""  # the workspace's endpoint, no trailing "/"
-    click_url: Callable[[str], str] | None = None  # destination URL → tracked URL
+    click_url: Callable[[str, int], str] | None = None  # (destination URL, link index) → tracked URL
     open_url: Callable[[], str] | None = None  # → the open pixel's URL
+    # tokens.signed_tracking(...) gives both: Options(click_url=t.click_url, open_url=t.open_url)
 
 
 @dataclass
@@ -85,22 +84,6 @@ class Result:
         if self.error is not None:
             out["error"] = {"message": self.error.message, "details": self.error.details}
         return out
-
-
-def unsigned_tracking(endpoint: str, message_id: str, workspace_id: str
-                      ) -> tuple[Callable[[str], str], Callable[[], str]]:
-    """`(click_url, open_url)` building `<endpoint>/r/<token>` and `<endpoint>/t/<token>`.
-
-    The token is the base64url JSON of what the contract binds (message id, workspace id, the
-    render time in Unix seconds, and for clicks the destination), without authentication.
-    Authenticated tokens are the engagement capability's: its senders pass their own hooks,
-    and these stay for previews, whose tokens record nothing.
-    """
-    def token(**claims) -> str:
-        claims.update(mid=message_id, wid=workspace_id, ts=int(time.time()))
-        return base64.urlsafe_b64encode(msgspec.json.encode(claims)).rstrip(b"=").decode()
-
-    return (lambda url: f"{endpoint}/r/{token(url=url)}"), (lambda: f"{endpoint}/t/{token()}")
 
 
 # ---------------------------------------------------------------- documents and their cache
