@@ -18,6 +18,7 @@ from postroom.platform import db, observability, openapi
 from postroom.platform.capability import Capability
 from postroom.platform.config import Settings
 from postroom.platform.http import Api, Edge, error_response, route
+from postroom.preferences.capability import CAPABILITY as PREFERENCES
 from postroom.templates.capability import CAPABILITY as TEMPLATES
 from postroom.timeline.capability import CAPABILITY as TIMELINE
 from postroom.webhooks.capability import CAPABILITY as WEBHOOKS
@@ -34,7 +35,7 @@ PLATFORM = Capability(
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
 CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, DELIVERY,
-                                        PLATFORM)
+                                        PREFERENCES, PLATFORM)
 
 
 def document() -> dict:
