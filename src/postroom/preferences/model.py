@@ -38,9 +38,9 @@ def unauthorized() -> PreferencesError:
 
 # ---------------------------------------------------------------- email_hmac (2.2)
 
-def normaliseemail_param(email: str) -> str:
+def normalise_email(email: str) -> str:
     """Trimmed and lower-cased, as stored and as the HMAC is computed."""
-    return fields.normalizeemail_param(email)
+    return fields.normalize_email(email)
 
 
 def hmac_valid(secret: str | None, email: str, given: str | None) -> bool:
@@ -49,7 +49,7 @@ def hmac_valid(secret: str | None, email: str, given: str | None) -> bool:
     comparison takes the same time wherever the first difference is."""
     if secret is None or not given:
         return False
-    expected = email_hmac(normaliseemail_param(email), secret)
+    expected = email_hmac(normalise_email(email), secret)
     return hmac.compare_digest(expected.encode(), given.strip().lower().encode("utf-8", "replace"))
 
 
@@ -79,7 +79,7 @@ def required(raw, name: str) -> str:
 
 
 def email_param(raw) -> str:
-    email = normaliseemail_param(required(raw, "email"))
+    email = normalise_email(required(raw, "email"))
     if not email:
         raise PreferencesError("email is required")
     return email
@@ -273,7 +273,7 @@ PREVIEW_HMACS = ("abc123", "...")
 
 def is_preview(params) -> bool:
     """The console's template previews link here with placeholder values: show an explanation."""
-    return (params.get("mid") == "preview" or normaliseemail_param(params.get("email") or "") == PREVIEW_EMAIL
+    return (params.get("mid") == "preview" or normalise_email(params.get("email") or "") == PREVIEW_EMAIL
             or params.get("email_hmac") in PREVIEW_HMACS)
 
 
