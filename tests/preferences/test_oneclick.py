@@ -182,7 +182,9 @@ async def test_json_path_of_the_page(client, pool, fx):
     assert_json_error(r, 400, "Invalid request body")
     r = await client.post("/unsubscribe-oneclick", json={**body, "email_hmac": ""}, headers={"User-Agent": "Mozilla/5.0"})
     assert_json_error(r, 400, "email_hmac is required")
-    r = await client.post("/unsubscribe-oneclick", json={**body, "lids": "news,vip", "email_hmac": "f" * 64},
+    r = await client.post("/unsubscribe-oneclick", json={**body, "lids": "news"}, headers={"User-Agent": "Mozilla/5.0"})
+    assert_json_error(r, 400, "lids must be an array of strings")
+    r = await client.post("/unsubscribe-oneclick", json={**body, "email_hmac": "f" * 64},
                           headers={"User-Agent": "Mozilla/5.0"})
     assert_json_error(r, 401, "Unauthorized: invalid verification")
     assert await prefkit.stored(pool, fx.id) == before

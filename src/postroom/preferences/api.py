@@ -119,10 +119,9 @@ async def _read(request):
     who = model.parse_preferences_query(request.query_params)
     state = request.app.state
     async with state.pool.acquire() as conn:
-        if await store.workspace(conn, who.workspace_id, state.settings.key_bytes) is None:
-            raise model.unauthorized()
-        await _count(conn, who.workspace_id, model.read_buckets(lists_api.client_address(request)))
+        # Verified first: a request that fails it writes nothing in the workspace, not even a counter.
         ws_settings = await _verified(request, conn, who)
+        await _count(conn, who.workspace_id, model.read_buckets(lists_api.client_address(request)))
         found = await store.contact(conn, who.workspace_id, who.email)
         if found is None:
             raise model.PreferencesError(model.CONTACT_NOT_FOUND, 404)
@@ -142,10 +141,8 @@ async def _write(request):
     update = model.parse_update(decode_object(await read_body(request, state.settings.max_body_bytes)))
     who = update.who
     async with state.pool.acquire() as conn:
-        if await store.workspace(conn, who.workspace_id, state.settings.key_bytes) is None:
-            raise model.unauthorized()
+        await _verified(request, conn, who)  # before counting, as above
         await _count(conn, who.workspace_id, model.write_buckets(who.email, lists_api.client_address(request)))
-        await _verified(request, conn, who)
         if not await store.update_contact(conn, state.pool, who.workspace_id, who.email, update.changes):
             raise model.PreferencesError(model.CONTACT_NOT_FOUND, 404)
     return json_response(SUCCESS)
@@ -201,7 +198,8 @@ async def center(request):
         return page.screen(request, "preview", 200, accept)
     state = request.app.state
     try:
-        who = model.Identity(params["wid"], model.email_param(params["email"]), params["email_hmac"])
+        who = model.Identity(model.required(params.get("wid"), "wid"), model.email_param(params.get("email")),
+                             model.required(params.get("email_hmac"), "email_hmac"))
         async with state.pool.acquire() as conn:
             ws_settings = await _verified(request, conn, who)
             await _count(conn, who.workspace_id, model.read_buckets(lists_api.client_address(request)))

@@ -99,6 +99,8 @@ class OneClick:
 
 
 def _list_ids(values: list[str]) -> tuple[str, ...]:
+    for value in values:
+        fields.without_nul(value, "lids", PreferencesError)
     ids = [part.strip() for value in values for part in value.split(",")]
     ids = list(dict.fromkeys(i for i in ids if i))
     if not ids:
@@ -109,10 +111,15 @@ def _list_ids(values: list[str]) -> tuple[str, ...]:
 
 
 def message_id(raw) -> str | None:
-    """A message id as the request gives it, or None: absent, or one no message can have."""
+    """A message id as a link gives it, or None: absent, or one no message can have."""
     if not isinstance(raw, str) or not raw or len(raw) > MESSAGE_ID_MAX or "\x00" in raw:
         return None
     return raw
+
+
+def _mid(raw) -> str | None:
+    """`mid` of a request: a string when present (the type and a NUL are refused by name)."""
+    return message_id(_value(raw, "mid"))
 
 
 def parse_oneclick_query(params) -> OneClick:
@@ -123,7 +130,7 @@ def parse_oneclick_query(params) -> OneClick:
     email = email_param(params.get("email"))
     list_ids = _list_ids([v for v in params.getlist("lids") if isinstance(v, str)])
     return OneClick(Identity(ws, email, _value(params.get("email_hmac"), "email_hmac")), list_ids,
-                    message_id(params.get("mid")))
+                    _mid(params.get("mid")))
 
 
 def parse_oneclick_json(body) -> OneClick:
@@ -134,13 +141,11 @@ def parse_oneclick_json(body) -> OneClick:
     ws = required(body.get("wid"), "wid")
     email = email_param(body.get("email"))
     raw = body.get("lids")
-    if isinstance(raw, str):
-        raw = [raw]
     if raw is not None and not (isinstance(raw, list) and all(isinstance(v, str) for v in raw)):
         raise PreferencesError("lids must be an array of strings")
     list_ids = _list_ids(raw or [])
     given = required(body.get("email_hmac"), "email_hmac")
-    return OneClick(Identity(ws, email, given), list_ids, message_id(body.get("mid")))
+    return OneClick(Identity(ws, email, given), list_ids, _mid(body.get("mid")))
 
 
 def message_vouches(message: Mapping | None, click: OneClick) -> bool:
@@ -310,7 +315,7 @@ def parse_form(form: Mapping[str, str]) -> FormPost:
         if not lists.LIST_ID.fullmatch(list_id):
             raise PreferencesError(f"list not found: {list_id[:64]}")
     ui = form.get("lang")
-    return FormPost(Identity(ws, email, given), action, list_id, message_id(form.get("mid")), settings,
+    return FormPost(Identity(ws, email, given), action, list_id, _mid(form.get("mid")), settings,
                     ui if isinstance(ui, str) and LANGUAGE.fullmatch(ui) else None)
 
 

@@ -34,8 +34,8 @@ def base_path(request) -> str:
     return request.scope.get("root_path", "").rstrip("/")
 
 
-def _render(name: str, status: int, headers: dict | None = None, **context) -> HTMLResponse:
-    html = ENV.get_template(name).render(**context)
+def _render(template: str, status: int, headers: dict | None = None, **context) -> HTMLResponse:
+    html = ENV.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
 
 
