@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from email import message_from_bytes
 from email.policy import default as default_policy
-from urllib.parse import urlsplit
 
 import pytest
 from postroom.delivery import mime
