@@ -62,7 +62,7 @@ PUBLIC = {"/subscribe": "POST", "/confirm": "GET", "/unsubscribe-oneclick": "POS
 PUBLIC_POSTS = ["/subscribe", "/unsubscribe-oneclick", "/preferences"]
 # The notification-center page and its forms answer bad input with an HTML screen, not JSON:
 # test_html_routes_refuse_bad_input below.
-HTML_ROUTES = {"/notification-center": "GET", "/notification-center/{rest:path}": "GET", "/preferences/form": "POST"}
+HTML_ROUTES = {"/notification-center": "GET", "/preferences/form": "POST"}
 POST_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "POST") + PUBLIC_POSTS
 GET_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "GET") + ["/confirm"]
 NOT_JSON = "Invalid request body"

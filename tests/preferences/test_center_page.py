@@ -143,5 +143,3 @@ async def test_the_page_follows_the_browser_language_and_is_405_for_post(app, cl
         await context.close()
     r = await client.post(f"/notification-center?wid={ws.id}&email=ana%40example.com&email_hmac={H}")
     assert r.status_code == 405 and r.json() == {"error": "Method not allowed"}
-    r = await client.get(f"/notification-center/assets/x?wid={ws.id}&email=ana%40example.com&email_hmac={H}")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")

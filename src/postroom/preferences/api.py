@@ -187,8 +187,9 @@ async def owner_subscribe(request, who: model.Identity, list_ids: list[str]) -> 
 # ---------------------------------------------------------------- the page (2.9)
 
 async def center(request):
-    """GET /notification-center[/...]: the page, server-rendered; forms post to /preferences/form."""
-    if request.method not in ("GET", "HEAD"):
+    """GET /notification-center: the page, server-rendered; forms post to /preferences/form. It
+    needs no assets, so no sub-path is served (the contract's single-page app had them)."""
+    if request.method != "GET":
         return error_response(405, "Method not allowed", {"Allow": "GET"})
     params = request.query_params
     accept = request.headers.get("accept-language")
@@ -280,5 +281,4 @@ ROUTES = [
     Route("/preferences/form", form, methods=None),
     Route("/subscribe", subscribe, methods=None),
     Route("/notification-center", center, methods=None),
-    Route("/notification-center/{rest:path}", center, methods=None),
 ]

@@ -129,8 +129,8 @@ PATHS = {
                       **error_refs([503])}}},
     "/notification-center": {"get": {
         "summary": "The notification center: the contact's lists and preferences, as HTML without JavaScript",
-        "description": ("Any sub-path serves the same page. `action=unsubscribe|confirm` with `lid` shows that "
-                        "list's button first; nothing changes on GET. The page's forms post to /preferences/form."),
+        "description": ("`action=unsubscribe|confirm` with `lid` shows that list's button first; nothing "
+                        "changes on GET. The page's forms post to /preferences/form."),
         "tags": ["public"], "operationId": "notificationCenter", "security": [],
         "parameters": [param("wid", STRING), param("email", STRING), param("email_hmac", HMAC),
                        param("lid", STRING), param("lname", STRING), param("mid", STRING),
