@@ -73,7 +73,7 @@ async def oneclick(request):
         if model.is_bot(request.headers.get("user-agent")):
             return json_response(SUCCESS)  # a scanner following the page's call: no effect
     else:
-        click = model.parse_oneclick_query(request.query_params)  # the body is not read
+        click = model.parse_oneclick_query(request.query_params)  # the body (read to its limit) is ignored
     who = click.who
     async with state.pool.acquire() as conn:
         if who.email_hmac is not None:
