@@ -20,6 +20,7 @@ from postroom.platform import db, observability, openapi
 from postroom.platform.capability import Capability
 from postroom.platform.config import Settings
 from postroom.platform.http import Api, Edge, error_response, route
+from postroom.preferences.capability import CAPABILITY as PREFERENCES
 from postroom.templates.capability import CAPABILITY as TEMPLATES
 from postroom.timeline.capability import CAPABILITY as TIMELINE
 from postroom.tracking.capability import CAPABILITY as TRACKING
@@ -37,7 +38,7 @@ PLATFORM = Capability(
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
 CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, CUSTOM_EVENTS, TIMELINE, WEBHOOKS, TEMPLATES,
-                                        DELIVERY, TRACKING, BROADCASTS, PLATFORM)
+                                        DELIVERY, TRACKING, PREFERENCES, BROADCASTS, PLATFORM)
 
 
 def document() -> dict:

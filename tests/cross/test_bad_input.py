@@ -64,11 +64,17 @@ from postroom.workspaces import store as ws_store
 from conftest import ROOT_EMAIL, Workspace
 
 ENDPOINTS = build_api().endpoints
-PUBLIC = {"/subscribe": "POST", "/confirm": "GET"}  # non-/api routes; checked against ROUTES below
+# non-/api routes; checked against ROUTES below. /preferences is walked as its POST (its GET is
+# covered by tests/preferences/test_preferences_api.py); /unsubscribe-oneclick as its JSON path.
+PUBLIC = {"/subscribe": "POST", "/confirm": "GET", "/unsubscribe-oneclick": "POST", "/preferences": "POST"}
+PUBLIC_POSTS = ["/subscribe", "/unsubscribe-oneclick", "/preferences"]
 # tracking's public routes (engagement contract 1.6): their own cases, test_tracking_routes_* below
 TRACKING = {"/t/{token}": "GET", "/t/": "GET", "/r/{token}": "GET", "/r/": "GET", "/opens": "GET", "/visit": "GET"}
 PUBLIC.update(TRACKING)
-POST_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "POST") + ["/subscribe"]
+# The notification-center page and its forms answer bad input with an HTML screen, not JSON:
+# test_html_routes_refuse_bad_input below.
+HTML_ROUTES = {"/notification-center": "GET", "/preferences/form": "POST"}
+POST_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "POST") + PUBLIC_POSTS
 GET_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "GET") + ["/confirm"]
 NOT_JSON = "Invalid request body"
 FOREIGN = "user is not a member of the workspace"
@@ -275,6 +281,10 @@ def valid_body(path: str, s: Seeded) -> dict:
                                     "integration_id": s.integration_id},
         "/api/user.rootSignin": {"email": ROOT_EMAIL, "timestamp": int(time.time()), "signature": "0" * 64},
         "/subscribe": {"workspace_id": w, "contact": {"email": "fresh@example.com"}, "list_ids": ["news"]},
+        "/unsubscribe-oneclick": {"wid": w, "email": "known@example.com", "email_hmac": "0" * 64, "lids": ["news"],
+                                  "mid": "m1"},
+        "/preferences": {"workspace_id": w, "email": "known@example.com", "email_hmac": "0" * 64, "language": "fr",
+                         "timezone": "Europe/Paris"},
         "/api/templates.create": web_template_body(w, "fresh"),
         "/api/templates.update": web_template_body(w),
         "/api/templates.delete": {"workspace_id": w, "id": "post"},
@@ -604,6 +614,11 @@ FIELDS: dict[str, list[Field]] = {
                                 field("integration_id", STRING, hint="integration")],
     "/api/user.rootSignin": [field("email", STRING, True), field("timestamp", {I}, True),
                              field("signature", STRING, True)],
+    "/unsubscribe-oneclick": [field("wid", STRING, True), field("email", STRING, True),
+                              field("email_hmac", STRING, True), field("lids", {A}, True),
+                              field(("lids", 0), STRING, hint="lids"), field("mid", STRING)],
+    "/preferences": [WS_FIELD, field("email", STRING, True), field("email_hmac", STRING, True),
+                     field("language", STRING), field("timezone", STRING)],
     "/subscribe": [WS_FIELD, field("contact", {O}, True), *contact_fields(("contact",)),
                    field("list_ids", {A}, True), field(("list_ids", 0), STRING, hint="list_ids", nul="ne\x00ws",
                          nul_error="list not found: ne\x00ws")],
@@ -678,11 +693,34 @@ class Unchanged:
 def test_every_endpoint_has_cases():
     routes = {r.path for capability in CAPABILITIES if capability.name != "platform"
               for r in capability.routes}  # the probes take no input (tests/platform/test_observability.py)
-    assert routes == set(PUBLIC), "a new public route needs its bad-input cases here"
-    posts = {p for p, e in ENDPOINTS.items() if e.method == "POST"} | {"/subscribe"}
+    assert routes == set(PUBLIC) | set(HTML_ROUTES), "a new public route needs its bad-input cases here"
+    posts = {p for p, e in ENDPOINTS.items() if e.method == "POST"} | set(PUBLIC_POSTS)
     assert posts == set(FIELDS), f"POST endpoints without a field table: {posts ^ set(FIELDS)}"
     gets = {p for p, e in ENDPOINTS.items() if e.method == "GET"} | {"/confirm"}
     assert gets == set(QUERY_PARAMS), f"GET endpoints without a parameter table: {gets ^ set(QUERY_PARAMS)}"
+
+
+@pytest.mark.parametrize("form", [
+    b"", b"wid=x", b"\xff\xfe", b"wid=%00&email=a%40b.c&email_hmac=0&action=settings",
+    b"action=subscribe&list_id=news", b"wid={w}&email=known%40example.com&email_hmac=0&action=delete&list_id=news",
+    b"wid={w}&email=known%40example.com&email_hmac=0&action=subscribe&list_id=n%00ews",
+    b"wid={w}&email=known%40example.com&email_hmac=0&action=settings&language=FR",
+], ids=["empty", "only_wid", "not_utf8", "nul", "no_identity", "unknown_action", "nul_list", "bad_language"])
+async def test_html_routes_refuse_bad_input(client, pool, seeded, form):
+    """The page's form: a form the page never sends gets the page's error screen (400, HTML)
+    and changes nothing."""
+    async with Unchanged(pool, seeded.id):
+        r = await client.post("/preferences/form", content=form.replace(b"{w}", seeded.id.encode()),
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+    assert "<h1>" in r.text
+
+
+@pytest.mark.parametrize("query", [{}, {"wid": "x", "email": "a@b.c"}, {"wid": "x\x00", "email": "a@b.c", "email_hmac": "0"}])
+async def test_html_page_refuses_bad_input(client, pool, seeded, query):
+    async with Unchanged(pool, seeded.id):
+        r = await client.get("/notification-center", params=query)
+    assert r.status_code in (400, 401) and r.headers["content-type"].startswith("text/html"), r.text
 
 
 # ---------------------------------------------------------------- bodies that are not one JSON object

@@ -47,7 +47,8 @@ from postroom.webhooks import delivery
 from helpers import snapshot
 
 ENDPOINTS = build_api().endpoints
-PUBLIC = {"/subscribe": "POST", "/confirm": "GET",
+PUBLIC = {"/subscribe": "POST", "/confirm": "GET", "/unsubscribe-oneclick": "POST", "/preferences": "POST",
+          "/preferences/form": "POST", "/notification-center": "GET",
           **{p: "GET" for p in ("/t/{token}", "/t/", "/r/{token}", "/r/", "/opens", "/visit")}}
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 FOREIGN = {"error": "user is not a member of the workspace"}
@@ -536,7 +537,12 @@ def public_cases(path: str, c: Ctx) -> list[Probe]:
                   check=not_public),
             # A's key is ignored here: it does not make B's private list any more visible
             Probe(body=sub(b.id, b.own_email, [b.private_list]), status=400, check=not_public),
+            # The owner's variant without B's email_hmac: the answer of a workspace that does not exist
+            Probe(body={"workspace_id": b.id, "contact": {"email": b.own_email, "email_hmac": "0" * 64},
+                        "list_ids": [b.private_list]}, swap={b.id: c.nowhere_ws}, headers={}, status=401),
         ]
+    if path in PREFERENCE_ROUTES:
+        return preferences_cases(path, c)
     # /confirm: B's link with one part changed is worth nothing, and says nothing about B
     link = b.confirm
     return [
@@ -546,6 +552,32 @@ def public_cases(path: str, c: Ctx) -> list[Probe]:
         Probe(params={**link, "list_id": b.own_list}, swap={b.id: c.nowhere_ws}, headers={}, status=400),
         Probe(params={**link, "email": b.own_email}, swap={b.id: c.nowhere_ws}, headers={}, status=400),
     ]
+
+
+PREFERENCE_ROUTES = ("/unsubscribe-oneclick", "/preferences", "/preferences/form", "/notification-center")
+
+
+async def unauthorized(r, ctx) -> None:
+    assert r.json() == {"error": "Unauthorized: invalid verification"}
+
+
+def preferences_cases(path: str, c: Ctx) -> list[Probe]:
+    """email_hmac is the only key here: without B's, B's contacts, lists and messages get the
+    answer of a workspace that does not exist, and nothing of B is written (not even a counter)."""
+    b = c.b
+    forged = "0" * 64
+    swap = {b.id: c.nowhere_ws}
+    if path == "/unsubscribe-oneclick":
+        return [Probe(body={"wid": b.id, "email": b.own_email, "email_hmac": forged, "lids": [b.own_list],
+                            "mid": b.message_id}, swap=swap, headers={}, status=401, check=unauthorized)]
+    if path == "/preferences":
+        return [Probe(body={"workspace_id": b.id, "email": b.own_email, "email_hmac": forged, "language": "fr"},
+                      swap=swap, headers={}, status=401, check=unauthorized)]
+    if path == "/preferences/form":  # the harness posts JSON: not a form the page sends
+        return [Probe(body={"wid": b.id, "email": b.own_email, "email_hmac": forged}, swap=swap, headers={},
+                      status=400)]
+    return [Probe(params={"wid": b.id, "email": b.own_email, "email_hmac": forged}, swap=swap, headers={},
+                  status=401)]
 
 
 def delivery_cases(path: str, c: Ctx) -> list[Probe]:
@@ -736,6 +768,7 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     "/confirm": public_cases,
     **{p: tracking_cases for p in ("/t/{token}", "/t/", "/r/{token}", "/r/", "/opens", "/visit",
                                    "/api/messages.linkStats", "/api/messages.broadcastLinkStats")},
+    **{p: public_cases for p in PREFERENCE_ROUTES},
 }
 
 

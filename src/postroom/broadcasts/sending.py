@@ -22,7 +22,7 @@ import uuid
 from postroom.broadcasts import model, store
 from postroom.contacts import model as contacts_model
 from postroom.delivery import store as delivery_store
-from postroom.delivery.model import Outgoing, Source, Status, resolve_sender
+from postroom.delivery.model import Outgoing, Source, Status, marketing_unsubscribe, resolve_sender
 from postroom.delivery.transactional import tracking_enabled
 from postroom.delivery import sending as delivery_sending
 from postroom.platform.queue import pause as wait
@@ -110,11 +110,9 @@ class Pass:
         if not result.success:
             raise RenderFailed(result.error.message)
         sender = resolve_sender(self.integration["senders"], part.get("sender_id"))
-        options = {}
+        options = marketing_unsubscribe(data)
         if part.get("reply_to"):
             options["reply_to"] = part["reply_to"]
-        if self.endpoint.startswith("https://") and data.get("oneclick_unsubscribe_url"):
-            options["list_unsubscribe_url"] = data["oneclick_unsubscribe_url"]
         return Outgoing(workspace_id=self.ws, integration_id=self.integration["id"],
                         contact_email=to or contact["email"],
                         from_address=sender["email"], from_name=sender["name"], subject=result.subject or "",

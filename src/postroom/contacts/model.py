@@ -160,6 +160,7 @@ def _load_zone_names() -> dict[str, str]:
 
 
 _ZONES = _load_zone_names()
+ZONE_NAMES = tuple(sorted(_ZONES.values()))  # the IANA names a timezone may take, e.g. for a menu
 
 
 def _parse_timezone(field: str, value, limit):

@@ -299,6 +299,20 @@ class Outgoing:
                 "template_version": self.template_version, "list_id": self.list_id}
 
 
+def marketing_unsubscribe(data: Mapping, mailto: str | None = None) -> dict:
+    """The email_options of a broadcast or list mail for its List-Unsubscribe headers
+    (engagement contract 2.3): the one-click URL of its template data, only when it is https
+    (RFC 8058; over http the pair is left out), and the `mailto:` of an inbound mailbox where one
+    is configured. Mail without a list (transactional) has no one-click URL, so none."""
+    url = data.get("oneclick_unsubscribe_url")
+    if not (isinstance(url, str) and url.lower().startswith("https://")):
+        return {}
+    out = {"list_unsubscribe_url": url}
+    if mailto:
+        out["list_unsubscribe_mailto"] = mailto if mailto.lower().startswith("mailto:") else f"mailto:{mailto}"
+    return out
+
+
 def insert_changes(row: Mapping) -> dict:
     """The timeline entry of a new message (4.5)."""
     return {k: {"new": row[k]} for k in ("template_id", "template_version", "channel", "broadcast_id", "sent_at")}

@@ -178,7 +178,8 @@ class SendWorker(queue.Worker):
             reply_to=options.get("reply_to") or None,
             attachments=tuple(Attachment(a["filename"], contents.get(a["checksum"], b""), a.get("content_type") or "",
                                          a.get("disposition") or "attachment") for a in refs),
-            list_unsubscribe_url=options.get("list_unsubscribe_url") or None)
+            list_unsubscribe_url=options.get("list_unsubscribe_url") or None,
+            list_unsubscribe_mailto=options.get("list_unsubscribe_mailto") or None)
 
     async def complete(self, results: list) -> None:
         await store.complete(self.pool, results, self.rules)

@@ -19,7 +19,7 @@ from postroom.platform.errors import RuleError
 from postroom.platform.fields import email_key
 from postroom.templates import store as templates_store
 from postroom.platform.http import (
-    Call, Endpoint, decode_object, error_response, json_response, read_body, workspace_from)
+    Call, Endpoint, error_response, json_response, workspace_from)
 from postroom.workspaces import secrets
 
 LIST_NOT_FOUND = "list not found"
@@ -35,7 +35,7 @@ async def _live_list(conn, workspace_id: str, list_id: str, share: bool = False)
     return found[list_id]
 
 
-def _links(request, conn, workspace_id: str, email: str):
+def links(request, conn, workspace_id: str, email: str):
     """link(list_id) -> the signed confirmation URL for this contact; the workspace's secret is
     read (or made) once, in the caller's transaction."""
     settings = request.app.state.settings
@@ -128,7 +128,7 @@ async def subscribe(call: Call):
     email = incoming["email"]
     async with call.pool.acquire() as conn, conn.transaction():
         rows = model.check_lists(list_ids, await store.lists_by_ids(conn, ws, list_ids, share=True), False)
-        await store.subscribe(conn, ws, email, rows, False, _links(call.request, conn, ws, email))
+        await store.subscribe(conn, ws, email, rows, False, links(call.request, conn, ws, email))
     return {"success": True}
 
 
@@ -179,7 +179,7 @@ async def update_status(call: Call):
     ws = call.workspace_id
     async with call.pool.acquire() as conn, conn.transaction():
         lst = await _live_list(conn, ws, list_id, share=True)
-        found = await store.set_status(conn, ws, lst, email, status, _links(call.request, conn, ws, email))
+        found = await store.set_status(conn, ws, lst, email, status, links(call.request, conn, ws, email))
     if not found:
         return {"success": True, "message": "contact not in list", "found": False}
     return {"success": True, "message": "status updated successfully", "found": True}
@@ -220,13 +220,10 @@ def client_address(request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def public_subscribe(request):
-    """POST /subscribe {workspace_id, contact, list_ids}: public lists only; an existing contact
-    is never changed; double opt-in lists give `pending` and a signed confirmation link."""
-    if request.method != "POST":
-        return error_response(405, "Method not allowed", {"Allow": "POST"})
+async def subscribe_form(request, body: dict):
+    """The public form's subscribe, on a decoded body. The route (POST /subscribe) is served by
+    the preferences capability, which hands over every request without `contact.email_hmac`."""
     state = request.app.state
-    body = decode_object(await read_body(request, state.settings.max_body_bytes))
     ws = workspace_from(body.get("workspace_id"), "workspace_id is required")
     incoming, list_ids = model.parse_subscribe(body)
     email = incoming["email"]
@@ -241,7 +238,7 @@ async def public_subscribe(request):
             rows = model.check_lists(list_ids,
                           await store.lists_by_ids(conn, ws, list_ids, share=True), True)
             await contacts_store.create_if_absent(conn, ws, incoming)
-            await store.subscribe(conn, ws, email, rows, True, _links(request, conn, ws, email))
+            await store.subscribe(conn, ws, email, rows, True, links(request, conn, ws, email))
     return json_response({"success": True})
 
 
@@ -266,7 +263,8 @@ async def public_confirm(request):
     return json_response({"success": True, "message": "subscription confirmed"})
 
 
+# POST /subscribe is routed by preferences (its email_hmac variant is the preference center's);
+# requests without email_hmac come back to subscribe_form above.
 ROUTES = [
-    Route("/subscribe", public_subscribe, methods=None),
     Route("/confirm", public_confirm, methods=None),
 ]

@@ -207,6 +207,33 @@ def on_subscribe(current: str | None, double_optin: bool, public: bool) -> Chang
     return None  # active, bounced, complained
 
 
+def on_owner_subscribe(current: str | None, double_optin: bool, public: bool) -> Change | None:
+    """A subscribe by the mailbox's owner (POST /subscribe with a valid email_hmac: the
+    preference center's Subscribe and the confirm link of a double opt-in email):
+
+    - pending: `active` (list.confirmed), no new confirmation link;
+    - a list that is not public: only for a contact that already has a membership on it (any
+      status, not removed), else refused as the public form refuses it;
+    - otherwise as the public form (on_subscribe with `public`): unsubscribed comes back
+      `active` on a single opt-in list and `pending` on a double opt-in one; bounced and
+      complained stay as they are.
+    """
+    if current is None and not public:
+        raise ListError(NOT_PUBLIC)
+    if current == PENDING:
+        return Change(ACTIVE, CONFIRMED)
+    return on_subscribe(current, double_optin, True)
+
+
+def on_unsubscribe(current: str | None) -> Change | None:
+    """An unsubscribe by the mailbox's owner (one-click, the preference center): active and
+    pending become `unsubscribed`; unsubscribed, bounced, complained and "not a member" stay as
+    they are, so a repeated request writes nothing and a suppression is never overwritten."""
+    if current in (ACTIVE, PENDING):
+        return Change(UNSUBSCRIBED, UNSUBSCRIBED_KIND)
+    return None
+
+
 def on_import(current: str | None) -> Change | None:
     """contacts.import's subscribe_to_lists (as Notifuse: active even on a double opt-in list):
     only a non-member becomes active. Applied set-based by lists.store.add_members."""
@@ -273,6 +300,9 @@ def parse_subscribe(body: dict) -> tuple[dict, list[str]]:
     return incoming, parse_list_ids(body.get("list_ids"))
 
 
+NOT_PUBLIC = "list is not public"
+
+
 def check_lists(wanted: list[str], found: dict, public: bool) -> list:
     """The list rows for `wanted` (in that order), or the first reason to refuse them all."""
     rows = []
@@ -283,7 +313,7 @@ def check_lists(wanted: list[str], found: dict, public: bool) -> list:
         # The contract names this answer; it tells a caller that a private list id exists, which
         # is the documented trade-off (ids are not secrets; nothing of the list is revealed).
         if public and not row["is_public"]:
-            raise ListError("list is not public")
+            raise ListError(NOT_PUBLIC)
         rows.append(row)
     return rows
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from postroom.lists import api as lists_api, model as lists_model
-from postroom.platform.openapi import (BOOLEAN, STRING, TIME, TRUE, CURSOR_PARAM, EMAIL_PARAM, PAGE_CURSOR, RETRY_AFTER, Op, array,
-                                     error_refs, error_response, json_content, limit_param, obj, param, ref)
+from postroom.platform.openapi import (BOOLEAN, STRING, TIME, TRUE, CURSOR_PARAM, EMAIL_PARAM, PAGE_CURSOR, Op, array,
+                                     error_refs, json_content, limit_param, obj, param, ref)
 
 LIST_ID = {"type": "string", "pattern": f"^{lists_model.LIST_ID.pattern}$"}
 STATUS = {"type": "string", "enum": list(lists_model.STATUSES)}
@@ -15,9 +15,6 @@ _TEMPLATE_REF_ABOUT = ("An email template of the workspace: the confirmation ema
                        "(none: the built-in default)")
 TEMPLATE_REF = obj(_TEMPLATE_REF_PROPS, ["id", "version"], description=_TEMPLATE_REF_ABOUT)
 TEMPLATE_REF_INPUT = obj(_TEMPLATE_REF_PROPS, ["id"], closed=False, description=_TEMPLATE_REF_ABOUT)
-RATE_LIMITED = error_response(
-    f"Rate limited: {lists_model.EMAIL_LIMIT} attempts per email and {lists_model.IP_LIMIT} per client "
-    f"address every {lists_model.RATE_WINDOW} s.", RETRY_AFTER)
 
 SCHEMAS = {
     "ContactListMembership": obj(
@@ -91,20 +88,9 @@ OPERATIONS = {
         ok=ref("Success"), errors=[404]),
 }
 
-_SUBSCRIBE_BODY = obj({"workspace_id": ref("WorkspaceId"), "contact": ref("ContactInput"),
-                       "list_ids": array(LIST_ID, minItems=1, maxItems=lists_model.MAX_LIST_IDS)},
-                      ["workspace_id", "contact", "list_ids"], closed=False)
-
-# The public routes (lists.api ROUTES): no token, the workspace named in the request.
+# The public routes (lists.api ROUTES): no token, the workspace named in the request. POST
+# /subscribe is documented by preferences, which routes it.
 PATHS = {
-    "/subscribe": {"post": {
-        "summary": "Public subscription form (no token; an Authorization header is ignored)",
-        "description": "Public lists only. An existing contact's fields are never overwritten; a double "
-                       "opt-in list gives `pending` and a signed confirmation link.",
-        "tags": ["public"], "operationId": "subscribeToLists", "security": [],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _SUBSCRIBE_BODY}}},
-        "responses": {"200": json_content(ref("Success")), **error_refs([400, 413]), "429": RATE_LIMITED,
-                      **error_refs([503])}}},
     "/confirm": {"get": {
         "summary": "The confirmation link of a double opt-in subscription", "tags": ["public"],
         "operationId": "confirmSubscription", "security": [],

@@ -363,9 +363,10 @@ async def _apply(conn, sql: str, workspace_id: str, lst, email: str, current: st
     return await conn.fetchval(sql, *args) is not None
 
 
-async def subscribe(conn, workspace_id: str, email: str, lists, public: bool, link) -> int:
-    """Applies model.on_subscribe to the contact's membership of each list (list rows, locked by
-    the caller with lists_by_ids(share=True)) and records each change. Call in a transaction.
+async def subscribe(conn, workspace_id: str, email: str, lists, public: bool, link, owner: bool = False) -> int:
+    """Applies model.on_subscribe (model.on_owner_subscribe when `owner`: the request proved it
+    comes from the mailbox) to the contact's membership of each list (list rows, locked by the
+    caller with lists_by_ids(share=True)) and records each change. Call in a transaction.
     `link(list_id)` is awaited for the confirmation URL of a membership that becomes pending.
     Returns the number of memberships changed (none when the contact does not exist)."""
     changed = 0
@@ -375,7 +376,8 @@ async def subscribe(conn, workspace_id: str, email: str, lists, public: bool, li
         row = await _lock(conn, workspace_id, lst["id"], email)
         for _ in range(2):
             current = _current(row)
-            change = model.on_subscribe(current, lst["is_double_optin"], public)
+            change = (model.on_owner_subscribe(current, lst["is_double_optin"], lst["is_public"]) if owner
+                      else model.on_subscribe(current, lst["is_double_optin"], public))
             if change is None:
                 break
             sql = INSERT_MEMBERSHIP if row is None else SET_STATUS
@@ -384,6 +386,21 @@ async def subscribe(conn, workspace_id: str, email: str, lists, public: bool, li
                 break
             # Inserted meanwhile by a concurrent transaction: decide again on what is there now.
             row = await _lock(conn, workspace_id, lst["id"], email)
+    return changed
+
+
+async def unsubscribe(conn, workspace_id: str, lists, email: str) -> int:
+    """model.on_unsubscribe on the contact's membership of each list (rows locked by the caller
+    with lists_by_ids(share=True)), each change with its timeline entry and list.unsubscribed
+    event. Call in a transaction. Returns the number of memberships changed."""
+    changed = 0
+    if not await conn.fetchval(LOCK_CONTACT, workspace_id, email):
+        return changed
+    for lst in sorted(lists, key=lambda r: r["id"]):  # one lock order for every transaction
+        current = _current(await _lock(conn, workspace_id, lst["id"], email))
+        change = model.on_unsubscribe(current)
+        if change is not None and await _apply(conn, SET_STATUS, workspace_id, lst, email, current, change):
+            changed += 1
     return changed
 
 

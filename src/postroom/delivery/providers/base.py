@@ -109,6 +109,7 @@ class Message:
     reply_to: str | None = None
     attachments: tuple[Attachment, ...] = ()
     list_unsubscribe_url: str | None = None
+    list_unsubscribe_mailto: str | None = None  # a `mailto:` URI added to List-Unsubscribe (an inbound mailbox)
 
     @property
     def copies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -143,19 +144,22 @@ class Message:
         fields = [("from_name", self.from_name), ("from_address", self.from_address), ("to", self.to),
                   *(("cc", a) for a in self.cc), *(("bcc", a) for a in self.bcc),
                   ("reply_to", self.reply_to or ""), ("subject", self.subject), ("message_id", self.message_id),
-                  ("list_unsubscribe_url", self.list_unsubscribe_url or "")]
+                  ("list_unsubscribe_url", self.list_unsubscribe_url or ""),
+                  ("list_unsubscribe_mailto", self.list_unsubscribe_mailto or "")]
         fields += [(f"attachment {i} filename", a.filename) for i, a in enumerate(self.attachments)]
         fields += [(f"attachment {i} content_type", a.content_type) for i, a in enumerate(self.attachments)]
         return fields
 
     def headers(self) -> dict[str, str]:
         """The custom headers every kind that takes them carries: X-Message-ID and the
-        List-Unsubscribe pair (the Post half only for an http(s) URL, RFC 8058)."""
+        List-Unsubscribe pair (the URL, then the mailto: when there is one; the Post half only for
+        an http(s) URL, RFC 8058)."""
         out = {}
         url = self.list_unsubscribe_url
-        if url:
-            out["List-Unsubscribe"] = f"<{url}>"
-            if url.lower().startswith(("https://", "http://")):
+        targets = [f"<{target}>" for target in (url, self.list_unsubscribe_mailto) if target]
+        if targets:
+            out["List-Unsubscribe"] = ", ".join(targets)
+            if url and url.lower().startswith(("https://", "http://")):
                 out["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         out["X-Message-ID"] = self.message_id
         return out

@@ -79,7 +79,7 @@ def configuration_set_name(integration_id: str) -> str:
 
 
 def action_of(message: Message) -> str:
-    return "SendRawEmail" if message.attachments or message.list_unsubscribe_url else "SendEmail"
+    return "SendRawEmail" if message.attachments or message.headers().get("List-Unsubscribe") else "SendEmail"
 
 
 def _members(prefix: str, values) -> dict[str, str]:
