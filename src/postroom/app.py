@@ -13,6 +13,8 @@ from postroom.auth import api as auth_api, model as auth_model
 from postroom.auth.capability import CAPABILITY as AUTH
 from postroom.contacts.capability import CAPABILITY as CONTACTS
 from postroom.delivery.capability import CAPABILITY as DELIVERY
+from postroom.inbound import api as inbound_api
+from postroom.inbound.capability import CAPABILITY as INBOUND
 from postroom.lists.capability import CAPABILITY as LISTS
 from postroom.platform import db, observability, openapi
 from postroom.platform.capability import Capability
@@ -34,7 +36,11 @@ PLATFORM = Capability(
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
 CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, TIMELINE, WEBHOOKS, TEMPLATES, DELIVERY,
-                                        PLATFORM)
+                                        INBOUND, PLATFORM)
+
+# What happens around an integration's creation and deletion in capabilities above delivery
+# (provider webhooks, delivery-contract 1.5): delivery calls these, it never imports them.
+INTEGRATION_HOOKS = (inbound_api.HOOKS,)
 
 
 def document() -> dict:
@@ -60,7 +66,7 @@ async def not_found(scope, receive, send):
 def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False) -> observability.Observed:
     """`pool` may be given by the caller (tests share one); otherwise the app opens its own.
     With `workers`, the capabilities' loops (postroom.workers) run in this process too."""
-    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn)
+    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn, integration_hooks=INTEGRATION_HOOKS)
     settings.ensure_secret_key()
     api = build_api()
 
