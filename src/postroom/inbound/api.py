@@ -167,12 +167,12 @@ def parse_register(call: Call) -> tuple[str, list[str], bool]:
     return integration_id, event_types, rotate
 
 
-async def _status(call: Call, integration_id: str, event_types: list[str], rotate: bool):
+async def _status(call: Call, integration_id: str, event_types: list[str], rotate: bool, registering: bool):
     async with call.pool.acquire() as conn, conn.transaction():
         row = await delivery_store.get_integration(conn, call.workspace_id, integration_id)
         if row is None:
             raise RuleError(f"integration with ID {integration_id} not found", 404)
-        if row["kind"] in NOT_REGISTRABLE:
+        if registering and row["kind"] in NOT_REGISTRABLE:
             raise RuleError(model.NOT_IMPLEMENTED.format(row["kind"]))
         key_bytes = call.settings.key_bytes
         if rotate:
@@ -192,11 +192,13 @@ async def register(call: Call):
     """The minimal first version (4.3): no provider is called; the answer gives the callback URL
     to enter in the provider's console."""
     integration_id, event_types, rotate = call.input
-    return await _status(call, integration_id, event_types, rotate)
+    return await _status(call, integration_id, event_types, rotate, True)
 
 
 async def status(call: Call):
-    return await _status(call, call.input, list(model.EVENT_TYPES), False)
+    """Also for SMTP integrations (Postroom): a relay posting the generic JSON needs the callback
+    URL with its token, and this is where it is read."""
+    return await _status(call, call.input, list(model.EVENT_TYPES), False, False)
 
 
 # ---------------------------------------------------------------- integration hooks (delivery-contract 1.5)
@@ -205,11 +207,10 @@ class IntegrationHooks:
     """What delivery calls after creating and before deleting an integration (app.py hands this
     in as app.state.integration_hooks; delivery never imports inbound). The minimal first version
     registers nothing at the provider: creating makes the webhook secret the callback URL
-    carries; deleting has nothing to unregister (the credentials go with the integration)."""
+    carries (for every kind: SMTP relays post the generic JSON); deleting has nothing to
+    unregister (the credentials go with the integration)."""
 
     async def created(self, pool, settings, workspace_id: str, integration) -> None:
-        if integration["kind"] in NOT_REGISTRABLE:
-            return
         async with pool.acquire() as conn:
             await store.credentials(conn, settings.key_bytes, workspace_id, integration["id"])
 

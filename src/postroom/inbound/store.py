@@ -157,7 +157,8 @@ async def record(conn, workspace_id: str, integration_id: str, found: list[model
                 if await conn.fetchval(SOFT_BOUNCES, workspace_id, event.recipient_email) < threshold:
                     continue
             await _apply(conn, workspace_id, event, fx)
-        await touch(conn, workspace_id, integration_id)
+        if found:
+            await touch(conn, workspace_id, integration_id)
     return new
 
 
