@@ -42,30 +42,6 @@ PROVIDERS = {
 }
 
 
-@pytest.fixture(scope="module")
-async def sns_fake():
-    fake = SnsFake()
-    async with serve(fake) as server:
-        fake.url = f"http://127.0.0.1:{server.port}"
-        yield fake
-
-
-@pytest.fixture(scope="module")
-async def inbound_client(settings, dsn, pool, contract, sns_fake):
-    """httpx on an app whose SNS fetches go to the fake, every exchange checked against the document."""
-    app = create_app(dataclasses.replace(settings, sns_base_url=sns_fake.url), dsn, pool=pool)
-
-    async def check(response: httpx.Response) -> None:
-        await response.aread()
-        request = response.request
-        contract.check(request.method, request.url.path, request.url.query.decode("ascii", "replace"),
-                       request.content, response.status_code, response.headers, response.content)
-
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://postroom.test",
-                                 event_hooks={"response": [check]}) as c:
-        yield c
-
-
 @dataclasses.dataclass
 class World:
     ws: object
@@ -155,3 +131,38 @@ async def fresh_contact(world: World, email: str, lists=("news", "vip")) -> None
     await make_contacts(world.pool, world.ws, [email])
     for list_id in lists:
         await add(world.pool, world.ws, list_id, email, "active")
+
+
+def fixtures():
+    """The fixtures of a provider-event test module, taken as
+    `sns_fake, inbound_client, world = inboundkit.fixtures()` (a conftest.py here would shadow
+    tests/conftest.py): the SNS fake served once per module, a client of an app hooked to it, and
+    the contract's fixture in a new workspace for each test."""
+
+    @pytest.fixture(scope="module")
+    async def sns_fake():
+        fake = SnsFake()
+        async with serve(fake) as server:
+            fake.url = f"http://127.0.0.1:{server.port}"
+            yield fake
+
+    @pytest.fixture(scope="module")
+    async def inbound_client(settings, dsn, pool, contract, sns_fake):
+        """httpx on an app whose SNS fetches go to the fake, every exchange checked against the document."""
+        app = create_app(dataclasses.replace(settings, sns_base_url=sns_fake.url), dsn, pool=pool)
+
+        async def check(response: httpx.Response) -> None:
+            await response.aread()
+            request = response.request
+            contract.check(request.method, request.url.path, request.url.query.decode("ascii", "replace"),
+                           request.content, response.status_code, response.headers, response.content)
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://postroom.test",
+                                     event_hooks={"response": [check]}) as c:
+            yield c
+
+    @pytest.fixture
+    async def world(inbound_client, pool, settings, ws):
+        return await make_world(inbound_client, pool, settings, ws)
+
+    return sns_fake, inbound_client, world

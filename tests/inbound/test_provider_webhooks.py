@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from fakes.sns_fake import TOPIC
+import inboundkit
+from inboundkit import ANA, S, SENDGRID_KEY, fresh_contact
 from helpers import assert_json_error, snapshot
-from inboundkit import (ANA, S, SENDGRID_KEY, fresh_contact, inbound_client, make_world,  # noqa: F401
-                        sns_fake)
 
 from postroom.delivery.model import Source
 from postroom.inbound import store
@@ -23,9 +23,7 @@ from postroom.inbound import store
 UTC = datetime.timezone.utc
 
 
-@pytest.fixture
-async def world(inbound_client, pool, settings, ws):
-    return await make_world(inbound_client, pool, settings, ws)
+sns_fake, inbound_client, world = inboundkit.fixtures()
 
 
 class Unchanged:
