@@ -49,6 +49,7 @@ from helpers import assert_json_error, snapshot
 from postroom.app import CAPABILITIES, build_api, create_app
 from postroom.auth import model as auth_model, store as auth_store
 from postroom.contacts import model as contacts_model
+from postroom.inbound import store as inbound_store
 from postroom.platform.config import Settings
 from postroom.templates import store as templates_store
 from postroom.workspaces import store as ws_store
@@ -56,7 +57,9 @@ from postroom.workspaces import store as ws_store
 from conftest import ROOT_EMAIL, Workspace
 
 ENDPOINTS = build_api().endpoints
-PUBLIC = {"/subscribe": "POST", "/confirm": "GET"}  # non-/api routes; checked against ROUTES below
+# non-/api routes; checked against ROUTES below. /webhooks/email takes a provider's own body, so it has
+# its own cases (test_provider_webhook_bad_input) rather than a field table.
+PUBLIC = {"/subscribe": "POST", "/confirm": "GET", "/webhooks/email": "POST"}
 POST_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "POST") + ["/subscribe"]
 GET_PATHS = sorted(p for p, e in ENDPOINTS.items() if e.method == "GET") + ["/confirm"]
 NOT_JSON = "Invalid request body"
@@ -246,6 +249,8 @@ def valid_body(path: str, s: Seeded) -> dict:
         "/api/workspaces.deleteIntegration": {"workspace_id": w, "integration_id": s.integration_id},
         "/api/email.testProvider": {"workspace_id": w, "to": "t@example.com", "provider": fake_provider(),
                                     "integration_id": s.integration_id},
+        "/api/webhooks.register": {"workspace_id": w, "integration_id": s.integration_id,
+                                   "event_types": ["bounce"], "rotate_secret": False},
         "/api/user.rootSignin": {"email": ROOT_EMAIL, "timestamp": int(time.time()), "signature": "0" * 64},
         "/subscribe": {"workspace_id": w, "contact": {"email": "fresh@example.com"}, "list_ids": ["news"]},
         "/api/templates.create": web_template_body(w, "fresh"),
@@ -480,6 +485,8 @@ FIELDS: dict[str, list[Field]] = {
     "/api/workspaces.updateIntegration": [WS_FIELD, INTEGRATION_ID, field("name", STRING, True, hint="integration name"),
                                           field("provider", {O}), *PROVIDER_FIELDS],
     "/api/workspaces.deleteIntegration": [WS_FIELD, INTEGRATION_ID],
+    "/api/webhooks.register": [WS_FIELD, INTEGRATION_ID, field("event_types", {A}),
+                               field(("event_types", 0), STRING, hint="event_types"), field("rotate_secret", BOOL)],
     "/api/email.testProvider": [WS_FIELD, field("to", STRING, True), field("provider", {O}, True), *PROVIDER_FIELDS,
                                 field("integration_id", STRING, hint="integration")],
     "/api/user.rootSignin": [field("email", STRING, True), field("timestamp", {I}, True),
@@ -1066,6 +1073,11 @@ QUERY_PARAMS: dict[str, dict[str, tuple[str, bool]]] = {
     "/api/messages.broadcastStats": {"broadcast_id": ("b1", True)},
     "/api/transactional.list": {"search": ("No", False), "limit": ("5", False), "offset": ("0", False)},
     "/api/transactional.get": {"id": ("note", True)},
+    "/api/webhooks.status": {"integration_id": ("@integration", True)},
+    "/api/inboundWebhookEvents.list": {
+        "event_type": ("bounce", False), "recipient_email": ("known@example.com", False), "message_id": ("m1", False),
+        "timestamp_after": ("2024-01-01T00:00:00Z", False), "timestamp_before": ("2025-01-01T00:00:00Z", False),
+        "limit": ("5", False), "cursor": (b64("2024-06-01T00:00:00.5Z~6f1b1a3c-0000-5000-8000-000000000000"), False)},
     "/api/openapi.json": {},
     "/confirm": {name: ("@confirm", True) for name in ("workspace_id", "list_id", "email", "expires", "token")},
 }
@@ -1078,7 +1090,7 @@ def params_of(path: str, s: Seeded) -> dict[str, str]:
         out["workspace_id"] = s.id
     for name, (value, _) in spec.items():
         out[name] = s.confirm[name] if value == "@confirm" else \
-            {"@ws": s.id, "@sub": s.sub_id, "@block": s.block_id}.get(value, value)
+            {"@ws": s.id, "@sub": s.sub_id, "@block": s.block_id, "@integration": s.integration_id}.get(value, value)
     return out
 
 
@@ -1176,6 +1188,7 @@ MISSING = {
     ("/api/transactional.list", "workspace_id"): "validation error: workspace_id is required",
     ("/api/transactional.get", "workspace_id"): "validation error: workspace_id is required",
     ("/api/transactional.get", "id"): "validation error: id is required",
+    ("/api/inboundWebhookEvents.list", "workspace_id"): "Invalid parameters: workspace_id is required",
 }
 
 
@@ -1210,8 +1223,8 @@ NOT_NUMBERS = ["abc", "1.5", "-1", "0", "1e2", "0x10", "1_0", "\u0661\u0660", "\
 async def test_malformed_number_in_query_parameter(client, pool, seeded, path, name, value):
     """limit and offset take ASCII digits only, in range; anything else is a 400 naming them
     (offset 0 is fine, so "0" is skipped for it)."""
-    if value == "0" and (name == "offset" or path == "/api/messages.list"):
-        return  # offset 0 is the first row; messages.list reads limit 0 as the default (delivery 4.3)
+    if value == "0" and (name == "offset" or path in ("/api/messages.list", "/api/inboundWebhookEvents.list")):
+        return  # offset 0 is the first row; these lists read limit 0 as the default (delivery 4.3, engagement 3.8)
     params = {**params_of(path, seeded), name: value}
     async with Unchanged(pool, seeded.id):
         r = await send(client, path, seeded, params=params)
@@ -1257,3 +1270,35 @@ async def test_root_signin_with_a_non_ascii_signature(client, pool, seeded, sign
     async with Unchanged(pool, seeded.id):
         r = await send(client, "/api/user.rootSignin", seeded, body)
     assert_json_error(r, 401, "invalid email or signature")
+
+
+# ---------------------------------------------------------------- POST /webhooks/email
+
+async def test_provider_webhook_bad_input(client, pool, settings, seeded):
+    """The provider callback: every malformed request is a 4xx JSON error and changes nothing,
+    with the right secret as much as without it (engagement-contract 3.1)."""
+    async with pool.acquire() as conn:
+        secret = (await inbound_store.credentials(conn, settings.key_bytes, seeded.id, seeded.integration_id))["secret"]
+    good = {"provider": "x", "workspace_id": seeded.id, "integration_id": seeded.integration_id, "token": secret}
+    cases = [
+        ({k: v for k, v in good.items() if k != "provider"}, b"{}", 400, "Provider is required"),
+        ({k: v for k, v in good.items() if k != "integration_id"}, b"{}", 400,
+         "Workspace ID and integration ID are required"),
+        ([*good.items(), ("provider", "y")], b"{}", 400, "Provider is required"),
+        ({**good, "workspace_id": "ws\x00"}, b"{}", 404, "integration not found"),
+        ({**good, "integration_id": seeded.integration_id + "\x00"}, b"{}", 404, "integration not found"),
+        ({**good, "integration_id": "not-a-uuid"}, b"{}", 404, "integration not found"),
+        ({**good, "token": "wrong"}, b"{}", 401, "invalid webhook signature"),
+        ({**good, "token": "wr\x00ong"}, b"{}", 401, "invalid webhook signature"),
+        ({**good, "token": "\u00e9\u2603"}, b"{}", 401, "invalid webhook signature"),
+        (good, b"", 400, "Failed to process webhook"),
+    ]
+    cases += [(good, UNDECODABLE[kind](seeded.id), 400, "Failed to process webhook") for kind in sorted(UNDECODABLE)]
+    for params, content, status, message in cases:
+        async with Unchanged(pool, seeded.id):
+            r = await client.post("/webhooks/email", params=params, content=content,
+                                  headers={"Content-Type": "application/json"})
+        assert_json_error(r, status, message)
+    async with Unchanged(pool, seeded.id):
+        r = await client.post("/webhooks/email", params=good, content=b"[" + b" " * settings.max_body_bytes + b"]")
+    assert r.status_code == 413

@@ -21,7 +21,7 @@ from postroom.platform.http import WORKSPACE_ID, Call, Endpoint, error_response,
 
 log = logging.getLogger("postroom.inbound")
 
-NOT_REGISTRABLE = ("smtp", integrations.FAKE)   # no provider webhooks (3.9 instead)
+NOT_REGISTRABLE = ("smtp",)   # no provider webhooks (3.9 instead)
 
 
 def _sns(state) -> sns_module.Sns:

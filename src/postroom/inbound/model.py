@@ -678,13 +678,15 @@ class EventQuery:
     cursor: tuple[_dt.datetime, str] | None = None
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")   # ASCII digits only (Python's int() takes others)
+
+
 def parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    try:
-        n = int(raw.strip())
-    except ValueError:
-        raise _bad(f"invalid limit value: {raw}") from None
+    if not _INTEGER.fullmatch(raw.strip()):
+        raise _bad(f"invalid limit value: {raw}")
+    n = int(raw.strip())
     if n < 0:
         raise _bad("limit cannot be negative")
     return DEFAULT_LIMIT if n == 0 else min(n, MAX_LIMIT)
@@ -767,6 +769,8 @@ def parse_event_types(value) -> list[str]:
         return list(EVENT_TYPES)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise RuleError("event_types must be an array of strings")
+    if any("\x00" in v for v in value):
+        raise RuleError("invalid event_types: contains a NUL character")
     wanted = [t for t in EVENT_TYPES if t in value]
     return wanted
 
