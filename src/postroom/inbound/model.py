@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from postroom.platform import times
+from postroom.platform import paging, times
 from postroom.platform.errors import RuleError
 
 SOURCES = ("ses", "postmark", "mailgun", "sparkpost", "mailjet", "sendgrid", "smtp")
@@ -662,7 +662,6 @@ def soft_bounce_threshold(settings: Mapping | None) -> int:
 # ---------------------------------------------------------------- inboundWebhookEvents.list (3.8)
 
 PREFIX = "Invalid parameters: "
-DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 
 
 def _bad(message: str) -> RuleError:
@@ -671,25 +670,11 @@ def _bad(message: str) -> RuleError:
 
 @dataclass(frozen=True)
 class EventQuery:
-    limit: int = DEFAULT_LIMIT
+    limit: int = paging.DEFAULT_LIMIT
     exact: dict = field(default_factory=dict)       # column -> value
     after: _dt.datetime | None = None
     before: _dt.datetime | None = None
     cursor: tuple[_dt.datetime, str] | None = None
-
-
-_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")   # ASCII digits only (Python's int() takes others)
-
-
-def parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not _INTEGER.fullmatch(raw.strip()):
-        raise _bad(f"invalid limit value: {raw}")
-    n = int(raw.strip())
-    if n < 0:
-        raise _bad("limit cannot be negative")
-    return DEFAULT_LIMIT if n == 0 else min(n, MAX_LIMIT)
 
 
 def _time(raw: str | None, name: str) -> _dt.datetime | None:
@@ -723,7 +708,7 @@ def parse_event_query(param: Callable[[str], str | None], valid_email: Callable[
     """inboundWebhookEvents.list's parameters, in 3.8's order; `param(name)` reads one."""
     if param("workspace_id") is None:
         raise _bad("workspace_id is required")
-    limit = parse_limit(param("limit"))
+    limit = paging.lenient_limit(param("limit"), _bad)
     exact: dict = {}
     event_type = param("event_type")
     if event_type is not None:
