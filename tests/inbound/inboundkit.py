@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import ssl
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fakes.asgi_server import serve
@@ -21,7 +23,8 @@ from helpers import add, make_contacts, make_list
 from postroom.app import create_app
 from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Outgoing, Source
-from postroom.inbound import store
+from postroom.inbound import sns, store
+from postroom.platform import outbound
 
 S = "S-known-webhook-secret-0123456789abcdefghij"
 ANA = "ana@example.com"
@@ -141,15 +144,23 @@ def fixtures():
 
     @pytest.fixture(scope="module")
     async def sns_fake():
+        """Served over HTTPS with a certificate of a throwaway CA, as the real host is."""
         fake = SnsFake()
-        async with serve(fake) as server:
-            fake.url = f"http://127.0.0.1:{server.port}"
-            yield fake
+        ca = trustme.CA()
+        with ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.tempfile() as pem:
+            async with serve(fake, ssl_certfile=pem) as server:
+                fake.url = f"https://127.0.0.1:{server.port}"
+                fake.trust = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+                ca.configure_trust(fake.trust)
+                yield fake
 
     @pytest.fixture(scope="module")
     async def inbound_client(settings, dsn, pool, contract, sns_fake):
-        """httpx on an app whose SNS fetches go to the fake, every exchange checked against the document."""
+        """httpx on an app whose SNS fetches go to the fake (the POSTROOM_SNS_BASE_URL hook, on a
+        guarded client that trusts the fake's CA), every exchange checked against the document."""
         app = create_app(dataclasses.replace(settings, sns_base_url=sns_fake.url), dsn, pool=pool)
+        app.state.inbound_sns = sns.Sns(sns_fake.url, outbound.Client(sns.TIMEOUT, body_limit=sns.CERT_MAX,
+                                                                      ssl_context=sns_fake.trust))
 
         async def check(response: httpx.Response) -> None:
             await response.aread()
@@ -160,6 +171,7 @@ def fixtures():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://postroom.test",
                                      event_hooks={"response": [check]}) as c:
             yield c
+        await app.state.inbound_sns.aclose()
 
     @pytest.fixture
     async def world(inbound_client, pool, settings, ws):

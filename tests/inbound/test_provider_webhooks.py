@@ -474,3 +474,37 @@ async def test_unauthenticated_mode_accepts_only_no_credential(world, settings, 
         assert (await c.post(world.url("postmark", token="wrong"), content=body)).status_code == 401
         assert (await c.post(world.url("postmark", token=None), content=body)).status_code == 200
     assert len(await world.stored()) == 1
+
+
+async def test_concurrent_deliveries_of_one_event_apply_once(world, sns_fake):
+    import asyncio
+
+    notification = sns_fake.notification(ses_event("Bounce", world.m1))
+    answers = await asyncio.gather(*(world.post("ses", notification) for _ in range(8)))
+    assert [r.status_code for r in answers] == [200] * 8
+    assert len(await world.stored()) == 1
+    assert [t for t, _ in await world.outbox() if t.startswith(("email.", "list."))] == [
+        "email.bounced", "list.bounced", "list.bounced"]
+    assert len(await world.timeline("insert_inbound_webhook_event")) == 1
+
+
+async def test_certificates_are_cached_and_tls_is_verified(sns_fake):
+    from postroom.inbound import sns
+    from postroom.platform import outbound
+
+    trusting = sns.Sns(sns_fake.url, outbound.Client(sns.TIMEOUT, body_limit=sns.CERT_MAX, ssl_context=sns_fake.trust))
+    try:
+        for _ in range(3):
+            assert await trusting.authentic(sns_fake.notification({}))
+        assert trusting.fetches == 1
+        evil = sns_fake.sign({**sns_fake.notification({}), "Signature": ""}, cert_url="https://evil.test/x.pem")
+        assert evil["SigningCertURL"] == "https://evil.test/x.pem"
+        assert not await trusting.authentic(evil)
+        assert trusting.fetches == 1
+    finally:
+        await trusting.aclose()
+    default = sns.Sns(sns_fake.url)     # the system's trust store: the fake's throwaway CA is not in it
+    try:
+        assert not await default.authentic(sns_fake.notification({}))
+    finally:
+        await default.aclose()

@@ -182,11 +182,11 @@ class Client:
     SWEEP_EVERY = 15.0
 
     def __init__(self, timeout: float, max_idle: int = 256, resolve: Resolver = system_resolve,
-                 body_limit: int = 1024):
+                 body_limit: int = 1024, ssl_context: ssl.SSLContext | None = None):
         self.timeout = timeout
         self.max_idle = max(max_idle, 1)             # idle connections kept per origin
         self.body_limit = body_limit                 # bytes of an answer kept in its Outcome
-        self._ssl = _ssl_context()
+        self._ssl = ssl_context or _ssl_context()    # tests trust their own CA
         self._backend = _GuardedBackend(resolve)
         self._idle: dict[tuple, list[httpcore.AsyncHTTPConnection]] = {}
         self._next_sweep = time.monotonic() + self.SWEEP_EVERY
