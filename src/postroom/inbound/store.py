@@ -136,9 +136,12 @@ async def record(conn, workspace_id: str, integration_id: str, found: list[model
     one transaction; returns how many were new."""
     new = 0
     async with conn.transaction():
+        # every recipient of the batch locked up front, in one order: two batches naming the same
+        # addresses in different orders cannot deadlock
+        for email in sorted({event.recipient_email for event in found}):
+            await conn.execute(LOCK_RECIPIENT, workspace_id, email)
         threshold = None
         for event in found:
-            await conn.execute(LOCK_RECIPIENT, workspace_id, event.recipient_email)
             event_id = event.id_for(integration_id)
             inserted = await conn.fetchval(
                 INSERT_EVENT, workspace_id, event_id, event.type, event.source, integration_id,
