@@ -15,6 +15,8 @@ from postroom.broadcasts.capability import CAPABILITY as BROADCASTS
 from postroom.contacts.capability import CAPABILITY as CONTACTS
 from postroom.customevents.capability import CAPABILITY as CUSTOM_EVENTS
 from postroom.delivery.capability import CAPABILITY as DELIVERY
+from postroom.inbound import api as inbound_api
+from postroom.inbound.capability import CAPABILITY as INBOUND
 from postroom.lists.capability import CAPABILITY as LISTS
 from postroom.platform import db, observability, openapi
 from postroom.platform.capability import Capability
@@ -38,7 +40,11 @@ PLATFORM = Capability(
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
 CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, CUSTOM_EVENTS, TIMELINE, WEBHOOKS, TEMPLATES,
-                                        DELIVERY, TRACKING, PREFERENCES, BROADCASTS, PLATFORM)
+                                        DELIVERY, TRACKING, INBOUND, PREFERENCES, BROADCASTS, PLATFORM)
+
+# What happens around an integration's creation and deletion in capabilities above delivery
+# (provider webhooks, delivery-contract 1.5): delivery calls these, it never imports them.
+INTEGRATION_HOOKS = (inbound_api.HOOKS,)
 
 
 def document() -> dict:
@@ -67,7 +73,8 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False,
     With `workers`, the capabilities' loops (postroom.workers) run in this process too. The
     capabilities' servers (the SMTP bridge) run with the app; `public_url` is the server's own
     URL, for what they build links with when no workspace setting or POSTROOM_API_ENDPOINT names one."""
-    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn, public_url=public_url)
+    state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn, public_url=public_url,
+                            integration_hooks=INTEGRATION_HOOKS)
     settings.ensure_secret_key()
     api = build_api()
 

@@ -56,6 +56,7 @@ from postroom.auth import model as auth_model, store as auth_store
 from postroom.contacts import model as contacts_model
 from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Outgoing, Source
+from postroom.inbound import store as inbound_store
 from postroom.platform.config import Settings
 from postroom.templates.render import signed_tracking
 from postroom.templates import store as templates_store
@@ -66,7 +67,10 @@ from conftest import ROOT_EMAIL, Workspace
 ENDPOINTS = build_api().endpoints
 # non-/api routes; checked against ROUTES below. /preferences is walked as its POST (its GET is
 # covered by tests/preferences/test_preferences_api.py); /unsubscribe-oneclick as its JSON path.
-PUBLIC = {"/subscribe": "POST", "/confirm": "GET", "/unsubscribe-oneclick": "POST", "/preferences": "POST"}
+# /webhooks/email takes a provider's own body, so it has its own cases (test_provider_webhook_bad_input)
+# rather than a field table.
+PUBLIC = {"/subscribe": "POST", "/confirm": "GET", "/unsubscribe-oneclick": "POST", "/preferences": "POST",
+          "/webhooks/email": "POST"}
 PUBLIC_POSTS = ["/subscribe", "/unsubscribe-oneclick", "/preferences"]
 # tracking's public routes (engagement contract 1.6): their own cases, test_tracking_routes_* below
 TRACKING = {"/t/{token}": "GET", "/t/": "GET", "/r/{token}": "GET", "/r/": "GET", "/opens": "GET", "/visit": "GET"}
@@ -279,6 +283,8 @@ def valid_body(path: str, s: Seeded) -> dict:
         "/api/workspaces.deleteIntegration": {"workspace_id": w, "integration_id": s.integration_id},
         "/api/email.testProvider": {"workspace_id": w, "to": "t@example.com", "provider": fake_provider(),
                                     "integration_id": s.integration_id},
+        "/api/webhooks.register": {"workspace_id": w, "integration_id": s.integration_id,
+                                   "event_types": ["bounce"], "rotate_secret": False},
         "/api/user.rootSignin": {"email": ROOT_EMAIL, "timestamp": int(time.time()), "signature": "0" * 64},
         "/subscribe": {"workspace_id": w, "contact": {"email": "fresh@example.com"}, "list_ids": ["news"]},
         "/unsubscribe-oneclick": {"wid": w, "email": "known@example.com", "email_hmac": "0" * 64, "lids": ["news"],
@@ -610,6 +616,8 @@ FIELDS: dict[str, list[Field]] = {
     "/api/workspaces.updateIntegration": [WS_FIELD, INTEGRATION_ID, field("name", STRING, True, hint="integration name"),
                                           field("provider", {O}), *PROVIDER_FIELDS],
     "/api/workspaces.deleteIntegration": [WS_FIELD, INTEGRATION_ID],
+    "/api/webhooks.register": [WS_FIELD, INTEGRATION_ID, field("event_types", {A}),
+                               field(("event_types", 0), STRING, hint="event_types"), field("rotate_secret", BOOL)],
     "/api/email.testProvider": [WS_FIELD, field("to", STRING, True), field("provider", {O}, True), *PROVIDER_FIELDS,
                                 field("integration_id", STRING, hint="integration")],
     "/api/user.rootSignin": [field("email", STRING, True), field("timestamp", {I}, True),
@@ -1233,6 +1241,11 @@ QUERY_PARAMS: dict[str, dict[str, tuple[str, bool]]] = {
     "/api/customEvents.get": {"event_name": ("order.placed", True), "external_id": ("o-1", True)},
     "/api/customEvents.list": {"email": ("known@example.com", False), "event_name": ("order.placed", False),
                                "limit": ("5", False), "offset": ("0", False)},
+    "/api/webhooks.status": {"integration_id": ("@integration", True)},
+    "/api/inboundWebhookEvents.list": {
+        "event_type": ("bounce", False), "recipient_email": ("known@example.com", False), "message_id": ("m1", False),
+        "timestamp_after": ("2024-01-01T00:00:00Z", False), "timestamp_before": ("2025-01-01T00:00:00Z", False),
+        "limit": ("5", False), "cursor": (b64("2024-06-01T00:00:00.5Z~6f1b1a3c-0000-5000-8000-000000000000"), False)},
     "/api/openapi.json": {},
     "/confirm": {name: ("@confirm", True) for name in ("workspace_id", "list_id", "email", "expires", "token")},
 }
@@ -1246,7 +1259,7 @@ def params_of(path: str, s: Seeded) -> dict[str, str]:
     for name, (value, _) in spec.items():
         out[name] = s.confirm[name] if value == "@confirm" else \
             {"@ws": s.id, "@sub": s.sub_id, "@block": s.block_id, "@bcast": s.broadcast_id,
-             "@bcast_done": s.done_broadcast_id}.get(value, value)
+             "@bcast_done": s.done_broadcast_id, "@integration": s.integration_id}.get(value, value)
     return out
 
 
@@ -1347,6 +1360,7 @@ MISSING = {
     ("/api/broadcasts.getTestResults", "id"): "broadcast id is required",
     **{("/api/customEvents.get", name): "workspace_id, event_name, and external_id are required"
        for name in ("workspace_id", "event_name", "external_id")},
+    ("/api/inboundWebhookEvents.list", "workspace_id"): "Invalid parameters: workspace_id is required",
 }
 
 
@@ -1381,8 +1395,8 @@ NOT_NUMBERS = ["abc", "1.5", "-1", "0", "1e2", "0x10", "1_0", "\u0661\u0660", "\
 async def test_malformed_number_in_query_parameter(client, pool, seeded, path, name, value):
     """limit and offset take ASCII digits only, in range; anything else is a 400 naming them
     (offset 0 is fine, so "0" is skipped for it)."""
-    if value == "0" and (name == "offset" or path == "/api/messages.list"):
-        return  # offset 0 is the first row; messages.list reads limit 0 as the default (delivery 4.3)
+    if value == "0" and (name == "offset" or path in ("/api/messages.list", "/api/inboundWebhookEvents.list")):
+        return  # offset 0 is the first row; these lists read limit 0 as the default (delivery 4.3, engagement 3.8)
     params = {**params_of(path, seeded), name: value}
     async with Unchanged(pool, seeded.id):
         r = await send(client, path, seeded, params=params)
@@ -1496,3 +1510,33 @@ async def test_tracking_routes_bad_parameters_and_methods(client, pool, fresh):
             for method in ("POST", "PUT", "DELETE", "PATCH"):
                 r = await client.request(method, concrete, content=b"{}")
                 assert_json_error(r, 405, "Method not allowed")
+# ---------------------------------------------------------------- POST /webhooks/email
+
+async def test_provider_webhook_bad_input(client, pool, settings, seeded):
+    """The provider callback: every malformed request is a 4xx JSON error and changes nothing,
+    with the right secret as much as without it (engagement-contract 3.1)."""
+    async with pool.acquire() as conn:
+        secret = (await inbound_store.credentials(conn, settings.key_bytes, seeded.id, seeded.integration_id))["secret"]
+    good = {"provider": "x", "workspace_id": seeded.id, "integration_id": seeded.integration_id, "token": secret}
+    cases = [
+        ({k: v for k, v in good.items() if k != "provider"}, b"{}", 400, "Provider is required"),
+        ({k: v for k, v in good.items() if k != "integration_id"}, b"{}", 400,
+         "Workspace ID and integration ID are required"),
+        ([*good.items(), ("provider", "y")], b"{}", 400, "Provider is required"),
+        ({**good, "workspace_id": "ws\x00"}, b"{}", 404, "integration not found"),
+        ({**good, "integration_id": seeded.integration_id + "\x00"}, b"{}", 404, "integration not found"),
+        ({**good, "integration_id": "not-a-uuid"}, b"{}", 404, "integration not found"),
+        ({**good, "token": "wrong"}, b"{}", 401, "invalid webhook signature"),
+        ({**good, "token": "wr\x00ong"}, b"{}", 401, "invalid webhook signature"),
+        ({**good, "token": "\u00e9\u2603"}, b"{}", 401, "invalid webhook signature"),
+        (good, b"", 400, "Failed to process webhook"),
+    ]
+    cases += [(good, UNDECODABLE[kind](seeded.id), 400, "Failed to process webhook") for kind in sorted(UNDECODABLE)]
+    for params, content, status, message in cases:
+        async with Unchanged(pool, seeded.id):
+            r = await client.post("/webhooks/email", params=params, content=content,
+                                  headers={"Content-Type": "application/json"})
+        assert_json_error(r, status, message)
+    async with Unchanged(pool, seeded.id):
+        r = await client.post("/webhooks/email", params=good, content=b"[" + b" " * settings.max_body_bytes + b"]")
+    assert r.status_code == 413

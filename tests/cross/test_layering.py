@@ -1,7 +1,7 @@
 """The import order of the code, checked by walking every module's imports with `ast`.
 
     platform <- auth, workspaces <- events <- timeline <- contacts <- lists <- customevents <- segments
-             <- templates <- delivery <- tracking <- preferences <- broadcasts <- console
+             <- templates <- delivery <- tracking, inbound <- preferences <- broadcasts <- console
 
 `platform/` imports no capability; a capability's model and store modules import only their own
 layer and those below; no two modules import each other through any chain (imports inside
@@ -17,7 +17,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "postroom"
 ORDER = ["platform", ("auth", "workspaces"), "events", "timeline", "contacts", "lists", "customevents", "segments",
-         "templates", "delivery", "tracking", "preferences", "broadcasts", "console"]
+         "templates", "delivery", ("tracking", "inbound"), "preferences", "broadcasts", "console"]
 RANK = {name: i for i, names in enumerate(ORDER) for name in ((names,) if isinstance(names, str) else names)}
 LOWER_LEVEL = ("model", "store", "bulk", "bulk_store", "secrets", "dispatch")  # modules below the api level
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import secrets
 import time
 import uuid
@@ -42,13 +43,14 @@ from postroom.templates import store as templates_store
 from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Outgoing, Source
 from postroom.templates.render import signed_tracking
+from postroom.inbound import model as inbound_model, store as inbound_store
 from postroom.webhooks import delivery
 
 from helpers import snapshot
 
 ENDPOINTS = build_api().endpoints
 PUBLIC = {"/subscribe": "POST", "/confirm": "GET", "/unsubscribe-oneclick": "POST", "/preferences": "POST",
-          "/preferences/form": "POST", "/notification-center": "GET",
+          "/preferences/form": "POST", "/notification-center": "GET", "/webhooks/email": "POST",
           **{p: "GET" for p in ("/t/{token}", "/t/", "/r/{token}", "/r/", "/opens", "/visit")}}
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 FOREIGN = {"error": "user is not a member of the workspace"}
@@ -174,6 +176,10 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
             from_address=f"noreply@{tag}.example", from_name="x", subject=f"{tag} subject {x}", html="<p>x</p>",
             template_id=f"{tag}_tpl_{x}", template_version=1, source_type=Source.BROADCAST,
             source_id=t.broadcast_id, external_id=f"{tag}-msg-ext-{x}", data={"code": f"{tag}code{x}"}), "fake")
+        # a provider event about that message, as POST /webhooks/email stores it
+        await inbound_store.record(conn, w, t.integration_id, inbound_model.parse_smtp(
+            {"event": "delivered", "recipient": t.own_email, "message_id": t.message_id, "event_id": f"{tag}ev{x}"},
+            "", datetime.datetime.now(datetime.timezone.utc)))
     t.event_name, t.event_id = f"{tag}_order_{x}", f"{tag}-event-{x}"
     secret_values["event_prop"] = f"{tag}eventprop{x}"
     await ok(await client.post("/api/customEvents.upsert", headers=h, json={
@@ -734,6 +740,39 @@ def custom_events_cases(path: str, c: Ctx) -> list[Probe]:
     }[name]
 
 
+def inbound_cases(path: str, c: Ctx) -> list[Probe]:
+    w, a, b = c.a.id, c.a, c.b
+    ghost_integration = "00000000-0000-4000-8000-00000000beef"
+    ghost = {b.integration_id: ghost_integration}
+    if path == "/webhooks/email":
+        def hook(ws_id, integration_id):
+            return {"provider": "smtp", "workspace_id": ws_id, "integration_id": integration_id, "token": "guess"}
+        event = {"event": "bounce", "recipient": b.own_email, "bounce_category": "hard", "event_id": "e1"}
+        return [
+            # B's integration under A's workspace, and A's under B's: no such integration
+            Probe(params=hook(w, b.integration_id), body=event, swap=ghost, headers={}, status=404),
+            Probe(params=hook(b.id, a.integration_id), body=event, swap={b.id: c.nowhere_ws}, headers={}, status=404),
+            # B's own callback without B's secret changes nothing (integration ids are random UUIDs, and
+            # the contract answers an unknown one with 404 before the credential is checked)
+            Probe(params=hook(b.id, b.integration_id), body=event, headers={}, status=401),
+            Probe(params=hook(b.id, b.integration_id), body=event, status=401),
+        ]
+    name = path.rpartition(".")[2]
+    return {
+        "list": [
+            Probe(params={"workspace_id": w}, check=only_a(
+                "SELECT id::text FROM inbound_webhook_events WHERE workspace_id = $1",
+                lambda j: [e["id"] for e in j["events"]])),
+            Probe(params={"workspace_id": w, "recipient_email": b.own_email}, swap=c.email(), status=200),
+            Probe(params={"workspace_id": w, "message_id": b.message_id}, swap={b.message_id: "ghost-message"},
+                  status=200),
+        ],
+        "status": [Probe(params={"workspace_id": w, "integration_id": b.integration_id}, swap=ghost, status=404)],
+        "register": [Probe(body={"workspace_id": w, "integration_id": b.integration_id, "rotate_secret": True},
+                           swap=ghost, status=404)],
+    }[name]
+
+
 # Every /api path and public route -> its requests. A path missing here fails the walk.
 CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
@@ -769,6 +808,8 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: tracking_cases for p in ("/t/{token}", "/t/", "/r/{token}", "/r/", "/opens", "/visit",
                                    "/api/messages.linkStats", "/api/messages.broadcastLinkStats")},
     **{p: public_cases for p in PREFERENCE_ROUTES},
+    **{p: inbound_cases for p in ("/api/inboundWebhookEvents.list", "/api/webhooks.register", "/api/webhooks.status",
+                                  "/webhooks/email")},
 }
 
 
@@ -793,7 +834,8 @@ async def call(client, path: str, probe: Probe, ctx: Ctx, swap: dict | None = No
         params, body = replace_all(params, swap), replace_all(body, swap)
     if method_of(path) == "GET":
         return await client.get(probe.url or path, params=params, headers=headers)
-    return await client.post(path, json=body if body is not None else {}, headers=headers)
+    return await client.post(probe.url or path, params=params, json=body if body is not None else {},
+                             headers=headers)
 
 
 def blank(text: str, values) -> str:

@@ -20,8 +20,10 @@ class QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app) -> AsyncIterator[QuietServer]:
-    server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+async def serve(app, **config) -> AsyncIterator[QuietServer]:
+    """`config`: more uvicorn.Config settings (ssl_certfile for HTTPS, say)."""
+    server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                                        **config))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():  # it could not start: say why instead of waiting forever

@@ -74,13 +74,13 @@ async def test_a_queued_broadcast_carries_a_url_gmail_can_post(client, pool, set
     fake = Fake()
     worker = SendWorker(pool, dataclasses.replace(settings, delivery_fake_provider=True), provider_factory=fake.factory)
     try:
-        for _ in range(50):
+        for _ in range(50):      # the loop claims every workspace's rows: wait for this message's call
             await worker.run_once()
-            if fake.calls:
+            if any(c.message.message_id == message_id for c in fake.calls):
                 break
     finally:
         await worker.aclose()
-    (call,) = fake.calls
+    (call,) = [c for c in fake.calls if c.message.message_id == message_id]
     headers = wire(call.message)
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     url = headers["List-Unsubscribe"][1:-1]

@@ -5,6 +5,7 @@ contract's order) through its Endpoint's `parse`; the handlers only authorise, s
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from postroom.delivery import integrations, model, store
@@ -13,6 +14,7 @@ from postroom.platform.errors import RuleError
 from postroom.platform.http import Call, Endpoint, json_response
 
 NOT_OWNER = "user is not an owner of the workspace"
+log = logging.getLogger("postroom.delivery")
 
 
 def _fake(call: Call) -> bool:
@@ -50,6 +52,19 @@ async def broadcast_stats(call: Call):
 
 # ---------------------------------------------------------------- integrations (1.5)
 
+async def _run_hooks(call: Call, step: str, integration) -> None:
+    """The side effects other capabilities attach to an integration (provider webhooks, 1.5),
+    handed in by the composition root as app.state.integration_hooks, each with
+    `created(pool, settings, workspace_id, row)` and `deleting(...)`. A failure is logged and
+    never fails the call (as Notifuse)."""
+    for hooks in getattr(call.request.app.state, "integration_hooks", ()):
+        try:
+            await getattr(hooks, step)(call.pool, call.settings, call.workspace_id, integration)
+        except Exception:
+            log.exception("integration %s of workspace %s: %s hook failed", integration["id"], call.workspace_id,
+                          step)
+
+
 async def create_integration(call: Call):
     _owner(call)
     name, spec = call.input
@@ -57,6 +72,7 @@ async def create_integration(call: Call):
     async with call.pool.acquire() as conn:
         row = await store.create_integration(conn, call.settings.key_bytes, call.workspace_id, name, spec.kind,
                                              plain, secrets, spec.senders, spec.rate_limit_per_minute, concurrency)
+    await _run_hooks(call, "created", row)
     return json_response({"status": "success", "integration_id": row["id"]}, status=201)
 
 
@@ -76,6 +92,11 @@ async def update_integration(call: Call):
 async def delete_integration(call: Call):
     _owner(call)
     integration_id = call.input
+    async with call.pool.acquire() as conn:
+        row = await store.get_integration(conn, call.workspace_id, integration_id)
+    if row is None:
+        raise RuleError(integrations.NOT_FOUND, 404)
+    await _run_hooks(call, "deleting", row)   # before the row goes: unregistering needs its credentials
     async with call.pool.acquire() as conn:
         if not await store.delete_integration(conn, call.workspace_id, integration_id):
             raise RuleError(integrations.NOT_FOUND, 404)

@@ -396,7 +396,6 @@ RANGES = (("sent_after", "sent_at", ">="), ("sent_before", "sent_at", "<="),
 ALL_PARAMS = ("workspace_id", "cursor", *EXACT, "status", "channel", "contact_email", "limit", *FLAGS,
               *(r[0] for r in RANGES))
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_JSON_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -423,12 +422,7 @@ def parse_message_query(query) -> MessageQuery:
     if get("workspace_id") is None:
         raise DeliveryError("Missing workspace ID")
     raw_limit = get("limit")
-    limit = 0
-    if raw_limit is not None:
-        # a JSON integer (Notifuse decodes it so): 1.5, 1e2 and digits beyond int64 are refused
-        if len(raw_limit) > 20 or not _JSON_INT.fullmatch(raw_limit) or abs(int(raw_limit)) >= 2 ** 63:
-            raise DeliveryError(f"invalid limit value: {raw_limit}")
-        limit = int(raw_limit)
+    paging.limit_value(raw_limit, DeliveryError)   # the value's own error first; its sign after the others
     flags = {}
     for name in FLAGS:
         raw = get(name)
@@ -446,9 +440,7 @@ def parse_message_query(query) -> MessageQuery:
             ranges[name] = times.parse_time(raw)
         except times.TimeFormatError as exc:
             raise DeliveryError(f"invalid {name} time format, expected RFC3339: {exc.reason}") from None
-    if limit < 0:
-        raise DeliveryError("limit cannot be negative")
-    limit = paging.DEFAULT_LIMIT if limit == 0 else min(limit, paging.MAX_LIMIT)
+    limit = paging.lenient_limit(raw_limit, DeliveryError)
     exact = {name: get(name) for name in EXACT if get(name) is not None}
     channel = get("channel")
     if channel is not None:

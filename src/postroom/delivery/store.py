@@ -527,6 +527,19 @@ async def broadcast_stats(conn, workspace_id: str, broadcast_id: str) -> dict:
     return {k: row[k] for k in model.STAT_FIELDS}
 
 
+# A provider report's reason (engagement-contract 3.6): written with bounced_at or complained_at,
+# in the transaction that set that column (mark_message), never cleared.
+NOTE_STATUS_INFO = f"""
+UPDATE message_history SET status_info = $3, updated_at = now() WHERE workspace_id = $1 AND id = $2
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+
+async def note_status_info(conn, workspace_id: str, message_id: str, status_info: str):
+    """Sets the message's status_info (at most 255 characters); returns the row."""
+    return await conn.fetchrow(NOTE_STATUS_INFO, workspace_id, message_id, status_info[:255])
+
+
 # ---------------------------------------------------------------- integrations (1)
 
 LIST_INTEGRATIONS = f"""

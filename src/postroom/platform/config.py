@@ -241,6 +241,12 @@ class Settings:
     # GET /metrics asks for `Authorization: Bearer <metrics_token>` when this is set
     metrics_token: str | None = None
     smtp_bridge: SmtpBridgeSettings = field(default_factory=SmtpBridgeSettings)
+    # provider events (POST /webhooks/email): accept a request that presents no credential at all
+    # (callbacks registered without a token, before a move to Postroom); a wrong one is always refused
+    allow_unauthenticated_provider_webhooks: bool = False
+    # test hook: scheme, host and port that SNS certificate and confirmation fetches go to instead
+    # of the sns.<region>.amazonaws.com host the message names (which is still required)
+    sns_base_url: str = ""
 
     @property
     def production(self) -> bool:
@@ -272,6 +278,9 @@ class Settings:
             webhook_poll_interval=_float_env("POSTROOM_WEBHOOK_POLL_INTERVAL", 0.2),
             webhook_lease_grace=_float_env("POSTROOM_WEBHOOK_LEASE_GRACE", 20.0),
             metrics_token=_env("POSTROOM_METRICS_TOKEN"),
+            allow_unauthenticated_provider_webhooks=(_env("POSTROOM_ALLOW_UNAUTHENTICATED_PROVIDER_WEBHOOKS")
+                                                     or "").strip().lower() in ("1", "true", "yes"),
+            sns_base_url=_env("POSTROOM_SNS_BASE_URL") or "",
             delivery_poll_interval=_duration_env("POSTROOM_DELIVERY_POLL_INTERVAL", 1.0),
             delivery_retry_base=_duration_env("POSTROOM_DELIVERY_RETRY_BASE", 30.0),
             delivery_max_attempts=_int_env("POSTROOM_DELIVERY_MAX_ATTEMPTS", 8),

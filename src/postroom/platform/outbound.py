@@ -171,7 +171,7 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class Client:
-    """POSTs bodies to URLs: no redirects, no proxies, one timeout for the whole request, and no
+    """POSTs bodies to URLs (and GETs them): no redirects, no proxies, one timeout for the whole request, and no
     connection to a refused address. Every request ends in an Outcome, never an exception.
     Credentials in the URL are sent as Basic authorization.
 
@@ -182,11 +182,11 @@ class Client:
     SWEEP_EVERY = 15.0
 
     def __init__(self, timeout: float, max_idle: int = 256, resolve: Resolver = system_resolve,
-                 body_limit: int = 1024):
+                 body_limit: int = 1024, ssl_context: ssl.SSLContext | None = None):
         self.timeout = timeout
         self.max_idle = max(max_idle, 1)             # idle connections kept per origin
         self.body_limit = body_limit                 # bytes of an answer kept in its Outcome
-        self._ssl = _ssl_context()
+        self._ssl = ssl_context or _ssl_context()    # tests trust their own CA
         self._backend = _GuardedBackend(resolve)
         self._idle: dict[tuple, list[httpcore.AsyncHTTPConnection]] = {}
         self._next_sweep = time.monotonic() + self.SWEEP_EVERY
@@ -230,15 +230,25 @@ class Client:
 
     async def post(self, url: str, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> Outcome:
         """POSTs `body` with `headers` (Host, Content-Length and any URL credentials are added)."""
+        return await self._exchange(b"POST", url, headers, body)
+
+    async def get(self, url: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> Outcome:
+        """GETs `url` under the same rules (a certificate, a subscription confirmation link)."""
+        return await self._exchange(b"GET", url, headers, None)
+
+    async def _exchange(self, method: bytes, url: str, headers: Iterable[tuple[bytes, bytes]],
+                        body: bytes | None) -> Outcome:
         try:
             core_url, host_header, auth = _target(url)
         except (ValueError, UnicodeError) as exc:
             return Outcome(None, "", f"invalid URL: {exc}", refused=True)
-        headers = [(b"Host", host_header), *headers, (b"Content-Length", str(len(body)).encode())]
+        headers = [(b"Host", host_header), *headers]
+        if body is not None:
+            headers.append((b"Content-Length", str(len(body)).encode()))
         if auth is not None:
             headers.append((b"Authorization", auth))
         limit = self.timeout
-        request = httpcore.Request(b"POST", core_url, headers=headers, content=body, extensions={
+        request = httpcore.Request(method, core_url, headers=headers, content=body or b"", extensions={
             "timeout": {"connect": limit, "read": limit, "write": limit, "pool": limit}})
         if time.monotonic() >= self._next_sweep:
             await self._sweep()

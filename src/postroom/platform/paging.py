@@ -41,6 +41,28 @@ def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MA
     return int(s)
 
 
+_JSON_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def limit_value(raw: str | None, error: Error = RuleError) -> int:
+    """The number of a lenient `limit` (0 when absent): a JSON integer, as Notifuse decodes it;
+    1.5, 1e2 and digits beyond int64 are `invalid limit value: <v>`."""
+    if raw is None:
+        return 0
+    if len(raw) > 20 or not _JSON_INT.fullmatch(raw) or abs(int(raw)) >= 2 ** 63:
+        raise error(f"invalid limit value: {raw}")
+    return int(raw)
+
+
+def lenient_limit(raw: str | None, error: Error = RuleError) -> int:
+    """Notifuse's `limit` of messages.list and inboundWebhookEvents.list: limit_value, negative is
+    `limit cannot be negative`, 0 or absent is the default, above the maximum is capped (no error)."""
+    limit = limit_value(raw, error)
+    if limit < 0:
+        raise error("limit cannot be negative")
+    return DEFAULT_LIMIT if limit == 0 else min(limit, MAX_LIMIT)
+
+
 def _decode(raw: str, error: Error) -> str:
     """The text of a cursor: standard or URL-safe base64, padded or not; empty, not UTF-8 or
     holding NUL (which PostgreSQL text cannot) is a defect."""

@@ -18,7 +18,9 @@ from postroom.delivery.providers.base import (
 
 KIND = "mailgun"
 HOSTS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
-SECRETS = ("api_key",)
+# webhook_signing_key: the account's HTTP webhook signing key, which verifies the events Mailgun
+# posts back (engagement-contract 3.2); optional and write-only like the API key.
+SECRETS = ("api_key", "webhook_signing_key")
 PROVIDER_STATUSES = frozenset({401, 403, 404})   # credentials, permissions, a domain Mailgun does not know
 
 # A 400 is about a recipient when Mailgun names the to/cc/bcc parameter, which it does at the very
@@ -33,12 +35,14 @@ class Settings:
     domain: str
     region: str
     api_key: str = field(repr=False)
+    webhook_signing_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, raw: dict) -> Settings:
         domain = required_setting(raw, "domain", "domain is required for Mailgun configuration")
         region = text_setting(raw, "region")   # free text: anything but "eu" means US (1.2)
-        return cls(domain, region, required_setting(raw, "api_key", "api key is required for Mailgun configuration"))
+        return cls(domain, region, required_setting(raw, "api_key", "api key is required for Mailgun configuration"),
+                   text_setting(raw, "webhook_signing_key") or None)
 
 
 class MailgunProvider(HttpProvider):

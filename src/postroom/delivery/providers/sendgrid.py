@@ -13,7 +13,7 @@ import httpx
 
 from postroom.delivery.providers.base import (
     Attachment, HttpProvider, Message, SendFailed, Sent, b64, failure, json_of, member, objects,
-    required_setting)
+    required_setting, text_setting)
 
 KIND = "sendgrid"
 URL = "https://api.sendgrid.com/v3/mail/send"
@@ -23,10 +23,14 @@ SECRETS = ("api_key",)
 @dataclass(frozen=True)
 class Settings:
     api_key: str = field(repr=False)
+    # The Signed Event Webhook's verification key (base64 DER, from the account's mail settings):
+    # with it, events SendGrid posts back must carry a valid signature (engagement-contract 3.2).
+    webhook_public_key: str | None = None
 
     @classmethod
     def parse(cls, raw: dict) -> Settings:
-        return cls(required_setting(raw, "api_key", "api key is required for SendGrid configuration"))
+        return cls(required_setting(raw, "api_key", "api key is required for SendGrid configuration"),
+                   text_setting(raw, "webhook_public_key") or None)
 
 
 class SendGridProvider(HttpProvider):
