@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from helpers import assert_json_error, snapshot
 
+from postroom.platform.times import format_time
+
 UPSERT, CREATE, GET, LIST = ("/api/customEvents.upsert", "/api/customEvents.create", "/api/customEvents.get",
                              "/api/customEvents.list")
 NAME_RULE = ("invalid custom event: event_name must contain only lowercase letters, numbers, underscores, dots, "
@@ -107,8 +109,8 @@ async def test_a_delete_request_creates_no_contact(client, pool, ws):
     assert await pool.fetchval("SELECT count(*) FROM contacts WHERE workspace_id = $1", ws.id) == 0
     assert await outbox(pool, ws) == [("custom_event.deleted", "gone@example.com", {"custom_event": {
         "event_name": "order.placed", "external_id": "o-1", "email": "gone@example.com", "properties": {},
-        "occurred_at": (await pool.fetchval("SELECT occurred_at FROM custom_events WHERE workspace_id = $1",
-                                            ws.id)).isoformat().replace("+00:00", "Z"),
+        "occurred_at": format_time(await pool.fetchval(
+            "SELECT occurred_at FROM custom_events WHERE workspace_id = $1", ws.id)),
         "source": "api", "integration_id": None, "goal_name": None, "goal_type": None, "goal_value": None,
         "deleted_at": "2024-01-01T00:00:00Z",
         "created_at": (await outbox(pool, ws))[0][2]["custom_event"]["created_at"],

@@ -87,14 +87,6 @@ async def update_broadcast(call: Call):
         return {"broadcast": await _wire(conn, updated)}
 
 
-async def delete_broadcast(call: Call):
-    async with call.pool.acquire() as conn, conn.transaction():
-        row = await _found(conn, call, call.input)
-        model.check_delete(row["status"])
-        await store.delete(conn, call.workspace_id, row["id"])
-    return {"success": True}
-
-
 # ---------------------------------------------------------------- schedule
 
 def _start_instant(schedule: dict) -> _dt.datetime:
@@ -141,28 +133,40 @@ async def schedule_broadcast(call: Call):
 
 # ---------------------------------------------------------------- pause, resume, cancel
 
-async def pause_broadcast(call: Call):
+async def _transition(call: Call, change) -> dict:
+    """One state change of the broadcast named by the request, in one transaction with its row
+    locked: change(conn, row) checks the transition and applies it."""
     async with call.pool.acquire() as conn, conn.transaction():
-        row = await _found(conn, call, call.input)
+        await change(conn, await _found(conn, call, call.input))
+    return {"success": True}
+
+
+async def pause_broadcast(call: Call):
+    async def pause(conn, row):
         model.check_pause(row["status"], await _delivery_status(conn, row))
         await store.pause(conn, call.workspace_id, row["id"])
-    return {"success": True}
+    return await _transition(call, pause)
 
 
 async def resume_broadcast(call: Call):
-    async with call.pool.acquire() as conn, conn.transaction():
-        row = await _found(conn, call, call.input)
+    async def resume(conn, row):
         model.check_resume(row["status"])
         await store.resume(conn, call.workspace_id, row["id"], model.resumed_status(row["paused_from"]))
-    return {"success": True}
+    return await _transition(call, resume)
 
 
 async def cancel_broadcast(call: Call):
-    async with call.pool.acquire() as conn, conn.transaction():
-        row = await _found(conn, call, call.input)
+    async def cancel(conn, row):
         model.check_cancel(row["status"], await _delivery_status(conn, row))
         await store.cancel(conn, call.workspace_id, row["id"])
-    return {"success": True}
+    return await _transition(call, cancel)
+
+
+async def delete_broadcast(call: Call):
+    async def delete(conn, row):
+        model.check_delete(row["status"])
+        await store.delete(conn, call.workspace_id, row["id"])
+    return await _transition(call, delete)
 
 
 # ---------------------------------------------------------------- A/B
