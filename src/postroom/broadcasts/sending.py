@@ -181,7 +181,7 @@ async def feed(conn, p: Pass) -> int:
     if room <= 0:
         return 0
     rows, contacts = await store.next_waiting(conn, b, min(CHUNK, room))
-    fed, skipped, failures = [], [], 0
+    fed, skipped, queued, failures = [], [], [], 0
     allowed = ("active",) if b["audience"].get("exclude_unsubscribed") else ELIGIBLE
     for r in rows:
         contact = contacts.get(r["email"])
@@ -199,14 +199,17 @@ async def feed(conn, p: Pass) -> int:
                                                f"render: {failed.message}")
             fed.append((r["email"], message_id))
             if failures >= RENDER_FAILURES_TO_PAUSE:
+                await delivery_store.enqueue_many(conn, p.settings.key_bytes, queued, p.integration["kind"],
+                                                  p.settings.delivery_max_attempts, key=p.data_key)
                 await store.mark_fed(conn, p.ws, b["id"], fed, skipped)
                 await store.pause(conn, p.ws, b["id"], f"Template rendering failed: {failed.message}")
                 return len(fed) + len(skipped)
             continue
         failures = 0
-        await delivery_store.enqueue(conn, p.settings.key_bytes, out, p.integration["kind"],
-                                     p.settings.delivery_max_attempts, key=p.data_key)
+        queued.append(out)
         fed.append((r["email"], message_id))
+    await delivery_store.enqueue_many(conn, p.settings.key_bytes, queued, p.integration["kind"],
+                                      p.settings.delivery_max_attempts, key=p.data_key)
     await store.mark_fed(conn, p.ws, b["id"], fed, skipped)
     return len(fed) + len(skipped)
 

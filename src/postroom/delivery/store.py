@@ -142,6 +142,61 @@ async def enqueue(conn, key_bytes: bytes, out: Outgoing, provider_kind: str,
     return message_id, True
 
 
+# Many messages of one source at once (a broadcast's chunk): one statement for their history rows,
+# timeline entries, queue rows and the wake-up. Per message: id, address, template and version,
+# sealed data, timeline changes, payload; the rest is the source's.
+ENQUEUE_MANY = f"""
+WITH o AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::bytea[], $7::jsonb[], $8::jsonb[])
+           AS o(id, email, template_id, template_version, data, changes, payload)
+),
+m AS (
+    INSERT INTO message_history (workspace_id, id, contact_email, broadcast_id, automation_id,
+                                 transactional_notification_id, list_id, template_id, template_version, channel,
+                                 message_data, integration_id, sent_at)
+    SELECT $1, id, email, $9, $10, $11, $12, template_id, template_version, $13, data, $14, $15 FROM o
+    RETURNING id
+),
+entry AS (
+    {timeline.insert_sql(f"SELECT $1, email, 'insert_message_history', '{ENTITY}', id, changes FROM o")}
+),
+queued AS (
+    INSERT INTO email_queue (workspace_id, priority, source_type, source_id, integration_id, provider_kind,
+                             contact_email, message_id, template_id, payload, max_attempts, expires_at)
+    SELECT $1, $16, $17, $18, $14, $19, email, id, template_id, payload, $20, now() + $21::interval FROM o
+    RETURNING 1
+)
+SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', '') FROM queued LIMIT 1) woken
+"""
+
+
+async def enqueue_many(conn, key_bytes: bytes, outs: Sequence[Outgoing], provider_kind: str,
+                       max_attempts: int = model.Rules.max_attempts, *, key: bytes | None = None) -> None:
+    """enqueue for many messages of one source, workspace, integration and list, without external
+    ids or attachments (a broadcast's chunk), in one statement in the caller's transaction."""
+    if not outs:
+        return
+    first = outs[0]
+    shared = ("workspace_id", "integration_id", "source_type", "source_id", "list_id", "channel", "priority")
+    if any(getattr(o, f) != getattr(first, f) for o in outs for f in shared) or \
+            any(o.external_id or o.attachments or not o.message_id for o in outs):
+        raise ValueError("enqueue_many: one source, integration and list; message ids given; no external ids or attachments")
+    key = key or await message_key(conn, first.workspace_id, key_bytes)
+    sources = first.source_columns()
+    sent_at = _dt.datetime.now(_dt.timezone.utc)
+    changes = [model.insert_changes({"template_id": o.template_id, "template_version": o.template_version,
+                                     "channel": o.channel, "broadcast_id": sources["broadcast_id"], "sent_at": sent_at})
+               for o in outs]
+    priority = first.priority if first.priority is not None else model.PRIORITY[first.source_type]
+    await conn.execute(
+        ENQUEUE_MANY, first.workspace_id, [o.message_id for o in outs], [o.contact_email for o in outs],
+        [o.template_id for o in outs], [o.template_version for o in outs],
+        [seal_data(key, o.workspace_id, o.message_id, o.data, o.metadata) for o in outs], changes,
+        [o.payload() for o in outs], sources["broadcast_id"], sources["automation_id"],
+        sources["transactional_notification_id"], first.list_id, first.channel, first.integration_id, sent_at,
+        priority, first.source_type.value, first.source_id, provider_kind, max_attempts, model.EXPIRY[first.source_type])
+
+
 # A test send (transactional.testTemplate) is sent before it is recorded: its row starts sent.
 INSERT_SENT_MESSAGE = f"""
 INSERT INTO message_history (workspace_id, id, contact_email, template_id, template_version, channel, message_data,
