@@ -569,12 +569,20 @@ def check_timezone(value: str, prefix: str) -> str:
     return value
 
 
+def check_types(body: dict, *names: str) -> None:
+    """A field given with a JSON type other than a string (null aside) is `Invalid request body`,
+    as a typed decoding of the request would have it."""
+    for name in names:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise SegmentError(INVALID_BODY)
+
+
 def parse_workspace(body: dict) -> str:
+    check_types(body, "workspace_id")
     value = body.get("workspace_id")
     if value is None or value == "":
         raise SegmentError("workspace_id is required")
-    if not isinstance(value, str):
-        raise SegmentError(INVALID_BODY)
     return value
 
 
@@ -591,6 +599,7 @@ def parse_tree_field(body: dict, prefix: str) -> tuple[dict, Tree]:
 def parse_segment(body: dict, verb: str) -> SegmentInput:
     """segments.create / segments.update: every field, in the contract's order."""
     parse_workspace(body)
+    check_types(body, "id", "name", "color", "timezone")
     p = f"invalid {verb} segment request: "
     seg_id = check_id(body.get("id"), p)
     name = _bounded(body, "name", NAME_MAX, p)
@@ -602,10 +611,10 @@ def parse_segment(body: dict, verb: str) -> SegmentInput:
 
 def preview_limit(raw) -> int:
     """segments.preview `limit`: absent or 0 -> 10; 1..100 as given; anything else -> 20."""
+    if isinstance(raw, bool) or (raw is not None and not isinstance(raw, int)):
+        raise SegmentError(INVALID_BODY)
     if raw is None or raw == 0:
         return 10
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise SegmentError(INVALID_BODY)
     return raw if 1 <= raw <= 100 else 20
 
 
@@ -673,3 +682,73 @@ def segment_wire(row, users_count: int) -> dict:
 def json_args(args: list) -> list:
     """A compiled predicate's parameters as JSON values (times as RFC 3339, numbers as numbers)."""
     return [_json_arg(a) for a in args]
+
+
+# ---------------------------------------------------------------- outbox events -> segments
+
+# email.* events -> the timeline kinds they stand for
+_EMAIL_KINDS = {
+    "email.sent": ("insert_message_history", "update_message_history"),
+    "email.opened": ("open_email",), "email.clicked": ("click_email",), "email.bounced": ("bounce_email",),
+    "email.complained": ("complain_email",), "email.unsubscribed": ("unsubscribe_email",),
+}
+EVERYTHING = "*"
+
+
+def event_keys(event_type: str, data) -> set[str]:
+    """The dependency keys (see Tree.depends) an outbox event can move a member by; EVERYTHING
+    for a contact created or deleted; nothing for segment.* (no feedback loop). Every event may
+    also be counted by a timeline leaf on its own type."""
+    if event_type.startswith("segment."):
+        return set()
+    if event_type in ("contact.created", "contact.deleted"):
+        return {EVERYTHING}
+    keys = {f"timeline:{event_type}"}
+    data = data if isinstance(data, dict) else {}
+    if event_type == "contact.updated":
+        keys.add("contacts")
+    elif event_type.startswith("list."):
+        membership = data.get("contact_list")
+        if isinstance(membership, dict) and isinstance(membership.get("list_id"), str):
+            keys.add(f"list:{membership['list_id']}")
+    elif event_type.startswith("email."):
+        keys.update(f"timeline:{k}" for k in _EMAIL_KINDS.get(event_type, ("update_message_history",)))
+    elif event_type.startswith("custom_event."):
+        ev = data.get("custom_event")
+        ev = ev if isinstance(ev, dict) else {}
+        keys.add("goal:*")
+        if isinstance(ev.get("goal_type"), str):
+            keys.add(f"goal:{ev['goal_type']}")
+        if isinstance(ev.get("event_name"), str):
+            keys.add(f"timeline:custom_event.{ev['event_name']}")
+    return keys
+
+
+def event_email(subject, data) -> str | None:
+    """The contact an outbox event is about: its subject (contact, list, message and custom
+    events name the contact's email there), else the email in its data."""
+    if isinstance(subject, str) and "@" in subject:
+        return subject
+    if isinstance(data, dict):
+        for value in data.values():
+            if isinstance(value, dict) and isinstance(value.get("email"), str):
+                return value["email"]
+    return None
+
+
+def plan(events) -> tuple[set[str], dict[str, set[str]]]:
+    """A batch of outbox rows (type, subject, data) coalesced per contact: (contacts to re-check
+    against every live segment, {dependency key: contacts})."""
+    everyone: set[str] = set()
+    by_key: dict[str, set[str]] = {}
+    for e in events:
+        keys = event_keys(e["type"], e["data"])
+        email = event_email(e["subject"], e["data"]) if keys else None
+        if email is None:
+            continue
+        if EVERYTHING in keys:
+            everyone.add(email)
+            continue
+        for k in keys:
+            by_key.setdefault(k, set()).add(email)
+    return everyone, by_key
