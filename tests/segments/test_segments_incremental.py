@@ -142,3 +142,36 @@ async def test_changes_during_a_build_follow_the_new_tree(client, pool, ws):
     await settle(pool)
     assert await member_of(pool, ws, "fay@x.io") == ["fr"]
     assert len(await seg_events(pool, ws)) == 1  # joined once
+
+
+async def test_contacts_reads_show_memberships_and_delete_leaves(client, pool, ws):
+    await make_list(client, ws, "news")
+    await create(client, ws, "fr", FR)
+    await create(client, ws, "news_active", IN_NEWS)
+    await upsert(client, ws, "gus@x.io", country="FR")
+    await upsert(client, ws, "hal@x.io", country="DE")
+    await upsert(client, ws, "ida@x.io", country="DE")
+    r = await client.post("/api/lists.subscribe", headers=ws.headers, json={
+        "workspace_id": ws.id, "contact": {"email": "hal@x.io"}, "list_ids": ["news"]})
+    assert r.status_code == 200
+    await settle(pool)
+    params = [("workspace_id", ws.id), ("segments[]", "fr"), ("segments[]", "news_active")]
+    r = await client.get("/api/contacts.list", headers=ws.headers, params=params)
+    assert sorted(c["email"] for c in r.json()["contacts"]) == ["gus@x.io", "hal@x.io"]
+    r = await client.get("/api/contacts.list", headers=ws.headers, params=[("workspace_id", ws.id), ("segments", "nope")])
+    assert r.json()["contacts"] == []
+    r = await client.get("/api/contacts.getByEmail", headers=ws.headers,
+                         params={"workspace_id": ws.id, "email": "gus@x.io"})
+    (membership,) = r.json()["contact"]["contact_segments"]
+    assert (membership["email"], membership["segment_id"], membership["version"]) == ("gus@x.io", "fr", 1)
+    assert set(membership) == {"email", "segment_id", "version", "matched_at", "computed_at"}
+
+    r = await client.post("/api/contacts.delete", headers=ws.headers, json={"workspace_id": ws.id, "email": "gus@x.io"})
+    assert r.status_code == 200
+    assert await member_of(pool, ws, "gus@x.io") == []
+    assert (await seg_events(pool, ws))[-1] == ("segment.left", "gus@x.io", "fr")
+    data = await pool.fetchval("SELECT data FROM events WHERE workspace_id = $1 AND type = 'segment.left'", ws.id)
+    assert data == {"email": "gus@x.io", "segment_id": "fr", "segment_name": "Fr"}
+    await settle(pool)
+    r = await client.get("/api/segments.get", headers=ws.headers, params={"workspace_id": ws.id, "id": "fr"})
+    assert r.json()["segment"]["users_count"] == 0
