@@ -61,7 +61,7 @@ async def test_create_builds_then_active(client, pool, ws):
     seg = r.json()["segment"]
     assert (seg["status"], seg["version"], seg["users_count"]) == ("building", 1, 0)
     assert list(seg)[:7] == ["id", "name", "color", "tree", "timezone", "version", "status"]
-    assert seg["tree"] == fr_tree() and "$1::text" in seg["generated_sql"] and seg["generated_args"] == ["FR"]
+    assert seg["tree"] == fr_tree() and "$2::text" in seg["generated_sql"] and seg["generated_args"] == [ws.id, "FR"]
     assert "recompute_after" not in seg
     await build(pool)
     seg = (await get(client, ws)).json()["segment"]
@@ -187,7 +187,7 @@ async def test_preview_counts_without_saving(client, pool, ws):
     out = r.json()
     assert out["total_count"] == 15 and out["limit"] == 10
     assert out["emails"] == sorted(f"p{i}@x.io" for i in range(15))[:10]
-    assert out["sql_args"] == ["FR"] and "$1" in out["generated_sql"]
+    assert out["sql_args"] == [ws.id, "FR"] and "$2" in out["generated_sql"]
     r = await client.post("/api/segments.preview", headers=ws.headers,
                           json={"workspace_id": ws.id, "tree": fr_tree(), "limit": 500})
     assert r.json()["limit"] == 20 and len(r.json()["emails"]) == 15

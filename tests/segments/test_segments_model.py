@@ -171,7 +171,7 @@ def test_values_become_parameters_never_sql():
     tree = model.parse_tree(branch("or", leaf_contact(f(string_values=[hostile])),
                                    leaf_contact(f("custom_json_1", "string", json_path=[hostile], string_values=["a"])),
                                    clist(list_id=hostile)))
-    sql, args = compile_tree(tree, first=3)
+    sql, args = compile_tree(tree, first=3, workspace="$1")
     assert hostile not in sql and "DROP" not in sql
     assert hostile in args and [hostile] in args
     assert "$3::text" in sql and "$2" not in sql  # numbered from the offset given

@@ -1,16 +1,22 @@
 """The one compiler: a validated tree (segments.model.Tree) -> one SQL predicate over a contact row
 and its parameters. Pure: no I/O.
 
-    sql, args = compile_tree(tree, first=3, alias="c")
-    # "... c.country = $3 ..." with args[0] == "FR": placed after the caller's own $1, $2
+    sql, args = compile_tree(tree, first=3, workspace="$1")
+    # "... c.country = $3::text ..." with args[0] == "FR": after the caller's own $1 and $2
 
 Every value of the tree is a parameter (JSON paths too: `#> $n::text[]`); the SQL text holds only
-the compiler's own words and column names taken from segments.model's tables, never text from the
-request. The predicate reads the row's `workspace_id` and `email` for its subqueries (list
-memberships, timeline, custom events), so it needs no workspace parameter of its own and serves
-every reader alike: the build's chunks, the preview, the incremental checks and a broadcast's
-audience. No comparison can fail on data: JSON values are read by type (a number only when it is
-a JSON number, a time only through `segment_try_time`, migration 0014), never cast blindly.
+the compiler's own words, column names taken from segments.model's tables and the parameter
+references the caller passes (`workspace`, `scope`), never text from the request.
+
+Leaves on other tables (list memberships, the timeline, custom events) are uncorrelated
+subqueries, `c.email IN (SELECT email ... GROUP BY email HAVING ...)`, which PostgreSQL evaluates
+once per statement (a hash), not once per contact. `scope`, when given, restricts each of them to
+the caller's candidates (a template of the subquery's email column `{a}`: a range of emails for a
+build chunk, an array for the incremental check), so a check of one contact reads one contact's
+rows. The same predicate serves the build's chunks, the preview, the incremental checks and a
+broadcast's audience. No comparison can fail on data: JSON values are read by type (a number only
+when it is a JSON number, a time only through `segment_try_time`, migration 0014), never cast
+blindly.
 """
 
 from __future__ import annotations
@@ -25,18 +31,27 @@ _CAST = {"string": "text", "number": "float8", "time": "timestamptz", "json": "t
 
 
 class _Params:
-    def __init__(self, first: int) -> None:
+    def __init__(self, first: int, workspace: str, scope: str) -> None:
         self.first = first
         self.args: list = []
+        self.workspace = workspace
+        self.scope = scope
+
+    def within(self, alias: str) -> str:
+        """The candidates' restriction on a subquery's rows (`alias`.email)."""
+        return f" AND {self.scope.format(a=alias)}" if self.scope else ""
 
     def add(self, value, cast: str) -> str:
         self.args.append(value)
         return f"${self.first + len(self.args) - 1}::{cast}"
 
 
-def compile_tree(tree: model.Tree, first: int = 1, alias: str = "c") -> tuple[str, list]:
-    """(predicate, args): parameters numbered from `first`; `alias` is the contacts row."""
-    params = _Params(first)
+def compile_tree(tree: model.Tree, first: int = 1, workspace: str = "$1", alias: str = "c",
+                 scope: str = "") -> tuple[str, list]:
+    """(predicate, args): parameters numbered from `first`; `workspace` is the caller's parameter
+    holding the workspace id, `alias` the contacts row, `scope` an optional restriction of the
+    subqueries to the candidates (see the module's docstring)."""
+    params = _Params(first, workspace, scope)
     return _node(tree.root, params, alias), params.args
 
 
@@ -115,11 +130,11 @@ def _compare(expr: str, f: model.Filter, p: _Params, json: bool = False) -> str:
 
 def _list_leaf(leaf: model.ListLeaf, p: _Params, c: str) -> str:
     status = f" AND cl.status = {p.add(leaf.status, 'text')}" if leaf.status else ""
-    exists = f"""EXISTS (SELECT 1 FROM contact_lists cl
+    members = f"""(SELECT cl.email FROM contact_lists cl
         JOIN lists l ON l.workspace_id = cl.workspace_id AND l.id = cl.list_id AND l.deleted_at IS NULL
-       WHERE cl.workspace_id = {c}.workspace_id AND cl.email = {c}.email AND cl.list_id = {p.add(leaf.list_id, 'text')}
-         AND cl.deleted_at IS NULL{status})"""
-    return exists if leaf.operator == "in" else f"(NOT {exists})"
+       WHERE cl.workspace_id = {p.workspace} AND cl.list_id = {p.add(leaf.list_id, 'text')}
+         AND cl.deleted_at IS NULL{status}{p.within('cl')})"""
+    return f"({c}.email {'IN' if leaf.operator == 'in' else 'NOT IN'} {members})"
 
 
 def _timeframe(col: str, frame: model.Timeframe, p: _Params) -> str:
@@ -148,7 +163,7 @@ _TIMELINE_COLUMNS = {"operation": operation_sql("t.kind"), "entity_type": "t.ent
 
 
 def _timeline_leaf(leaf: model.TimelineLeaf, p: _Params, c: str) -> str:
-    where = [f"t.workspace_id = {c}.workspace_id", f"t.email = {c}.email", f"t.kind = {p.add(leaf.kind, 'text')}"]
+    where = [f"t.workspace_id = {p.workspace}", f"t.kind = {p.add(leaf.kind, 'text')}"]
     if leaf.template_id:
         where.append(f"""EXISTS (SELECT 1 FROM message_history m
                WHERE m.workspace_id = t.workspace_id AND m.id = t.entity_id
@@ -162,9 +177,22 @@ def _timeline_leaf(leaf: model.TimelineLeaf, p: _Params, c: str) -> str:
         else:
             where.append(_compare(col, f, p))
     frame = _timeframe("t.created_at", leaf.timeframe, p)
-    count = f"(SELECT count(*) FROM contact_timeline t WHERE {' AND '.join(where)}{frame})"
-    op = {"at_least": ">=", "at_most": "<=", "exactly": "="}[leaf.count_operator]
-    return f"({count} {op} {p.add(leaf.count_value, 'bigint')})"
+    n, op = leaf.count_value, leaf.count_operator
+    # A contact without entries has the count 0: a count that 0 satisfies is the complement
+    # (NOT IN) of the contacts whose count does not.
+    if op == "at_least" and n == 0:
+        return "true"
+    if op == "at_least":
+        keep, having = "IN", f">= {p.add(n, 'bigint')}"
+    elif op == "at_most":
+        keep, having = "NOT IN", f"> {p.add(n, 'bigint')}"
+    elif n == 0:
+        keep, having = "NOT IN", ">= 1"
+    else:
+        keep, having = "IN", f"= {p.add(n, 'bigint')}"
+    counted = (f"(SELECT t.email FROM contact_timeline t WHERE {' AND '.join(where)}{frame}{p.within('t')}"
+               f" GROUP BY t.email HAVING count(*) {having})")
+    return f"({c}.email {keep} {counted})"
 
 
 _AGGREGATE = {"sum": "coalesce(sum(e.goal_value), 0)", "count": "count(*)",
@@ -172,14 +200,16 @@ _AGGREGATE = {"sum": "coalesce(sum(e.goal_value), 0)", "count": "count(*)",
 
 
 def _goal_leaf(leaf: model.GoalLeaf, p: _Params, c: str) -> str:
-    where = [f"e.workspace_id = {c}.workspace_id", f"e.email = {c}.email", "e.deleted_at IS NULL"]
+    where = [f"e.workspace_id = {p.workspace}", "e.deleted_at IS NULL"]
     where.append("e.goal_type IS NOT NULL" if leaf.goal_type == "*" else f"e.goal_type = {p.add(leaf.goal_type, 'text')}")
     if leaf.goal_name:
         where.append(f"e.goal_name = {p.add(leaf.goal_name, 'text')}")
     frame = _timeframe("e.occurred_at", leaf.timeframe, p)
-    # no matching event: no row, a NULL aggregate, and no match whatever the operator
-    agg = f"(SELECT {_AGGREGATE[leaf.aggregate]} FROM custom_events e WHERE {' AND '.join(where)}{frame} HAVING count(*) > 0)"
+    agg = _AGGREGATE[leaf.aggregate]
     if leaf.operator == "between":
-        return f"({agg} BETWEEN {p.add(leaf.value, 'numeric')} AND {p.add(leaf.value_2, 'numeric')})"
-    op = {"gte": ">=", "lte": "<=", "eq": "="}[leaf.operator]
-    return f"({agg} {op} {p.add(leaf.value, 'numeric')})"
+        having = f"{agg} BETWEEN {p.add(leaf.value, 'numeric')} AND {p.add(leaf.value_2, 'numeric')}"
+    else:
+        having = f"{agg} {({'gte': '>=', 'lte': '<=', 'eq': '='}[leaf.operator])} {p.add(leaf.value, 'numeric')}"
+    # only contacts with a matching event have a group: a contact without any never matches
+    return (f"({c}.email IN (SELECT e.email FROM custom_events e WHERE {' AND '.join(where)}{frame}{p.within('e')}"
+            f" GROUP BY e.email HAVING {having}))")

@@ -59,16 +59,20 @@ RETURNING name
 
 # ---------------------------------------------------------------- the one membership writer
 
-_RANGE = "{a}.email > coalesce($5::text, '') AND ($6::text IS NULL OR {a}.email <= $6::text)"
+# Candidates, as a restriction of any table's email column {a}: written so that each is an index
+# range of that table's (workspace_id, email, ...) index. The last chunk of a scan has no upper
+# bound ($6 is NULL then, and still named: a statement must use each of its parameters).
+_RANGE = "{a}.email > coalesce($5::text, '') AND {a}.email <= $6::text"
+_RANGE_OPEN = "{a}.email > coalesce($5::text, '') AND $6::text IS NULL"
 _LISTED = "{a}.email = ANY ($5::text[])"
 RANGE_FIRST, LISTED_FIRST = 7, 6  # the predicate's first parameter in each form
 
 
-def apply_sql(predicate: str, ranged: bool) -> str:
-    """$1 workspace, $2 segment id, $3 version, $4 segment name; candidates: $5 (exclusive) and
-    $6 (inclusive, NULL: to the end) bounds of emails when `ranged`, else $5 an array of emails;
-    the predicate's parameters follow (RANGE_FIRST / LISTED_FIRST). Returns (joined, left)."""
-    cand = _RANGE if ranged else _LISTED
+def apply_sql(predicate: str, cand: str) -> str:
+    """$1 workspace, $2 segment id, $3 version, $4 segment name; the candidates `cand`: $5
+    (exclusive) and $6 (inclusive, NULL: to the end) bounds of emails for _RANGE / _RANGE_OPEN,
+    $5 an array of emails for _LISTED; the predicate's parameters follow (RANGE_FIRST /
+    LISTED_FIRST), compiled with the same `cand` as its scope. Returns (joined, left)."""
     return f"""
 WITH matched AS (
     SELECT c.email FROM contacts c WHERE c.workspace_id = $1 AND {cand.format(a="c")} AND {predicate}
@@ -130,23 +134,24 @@ SELECT count(*) FROM gone
 
 
 async def apply_listed(conn, workspace_id: str, seg, tree: model.Tree, emails: list[str]) -> tuple[int, int]:
-    sql, args = compiler.compile_tree(tree, LISTED_FIRST)
-    row = await conn.fetchrow(apply_sql(sql, False), workspace_id, seg["id"], seg["version"], seg["name"],
+    sql, args = compiler.compile_tree(tree, LISTED_FIRST, scope=_LISTED)
+    row = await conn.fetchrow(apply_sql(sql, _LISTED), workspace_id, seg["id"], seg["version"], seg["name"],
                               emails, *args)
     return row["joined"], row["left"]
 
 
 # ---------------------------------------------------------------- segments
 
-def _compiled(tree: model.Tree) -> tuple[str, list]:
-    sql, args = compiler.compile_tree(tree, 1)
-    return sql, model.json_args(args)
+def shown(tree: model.Tree, workspace_id: str) -> tuple[str, list]:
+    """The predicate as generated_sql / sql_args show it: $1 the workspace, the tree's values after."""
+    sql, args = compiler.compile_tree(tree, 2)
+    return sql, model.json_args([workspace_id, *args])
 
 
 async def create(conn, workspace_id: str, seg: model.SegmentInput, now: _dt.datetime):
     """The new segment (building, version 1, its scan pending), or None when the id is taken
     (by a deleted segment too)."""
-    sql, args = _compiled(seg.parsed)
+    sql, args = shown(seg.parsed, workspace_id)
     after = model.next_recompute(seg.timezone, now) if seg.parsed.relative else None
     return await conn.fetchrow(INSERT, workspace_id, seg.id, seg.name, seg.color, seg.tree, seg.timezone, sql,
                                args, sorted(seg.parsed.depends), seg.parsed.relative, after)
@@ -168,7 +173,7 @@ async def update(conn, workspace_id: str, seg: model.SegmentInput, now: _dt.date
     if current is None:
         return False
     if model.canonical(current["tree"]) != model.canonical(seg.tree):
-        sql, args = _compiled(seg.parsed)
+        sql, args = shown(seg.parsed, workspace_id)
         await conn.execute(SET_TREE, workspace_id, seg.id, seg.tree, sql, args, sorted(seg.parsed.depends),
                            seg.parsed.relative)
         tree_changed = True
@@ -206,8 +211,7 @@ async def preview(conn, workspace_id: str, tree: model.Tree, limit: int) -> tupl
     """(matching contacts, the first `limit` emails in email order, the predicate, its args)."""
     sql, args = compiler.compile_tree(tree, 3)
     row = await conn.fetchrow(PREVIEW.format(predicate=sql), workspace_id, limit, *args)
-    shown, _ = compiler.compile_tree(tree, 1)
-    return row["total"], list(row["emails"]), shown, model.json_args(args)
+    return (row["total"], list(row["emails"]), *shown(tree, workspace_id))
 
 
 MEMBERS = """
@@ -260,8 +264,9 @@ async def scan_step(pool, chunk: int = CHUNK) -> tuple[str, str, bool, int, int]
         ws = seg["workspace_id"]
         tree = model.parse_tree(seg["tree"])
         upper = await conn.fetchval(CHUNK_END, ws, seg["scan_after"], chunk - 1)
-        sql, args = compiler.compile_tree(tree, RANGE_FIRST)
-        row = await conn.fetchrow(apply_sql(sql, True), ws, seg["id"], seg["version"], seg["name"],
+        cand = _RANGE if upper is not None else _RANGE_OPEN
+        sql, args = compiler.compile_tree(tree, RANGE_FIRST, scope=cand)
+        row = await conn.fetchrow(apply_sql(sql, cand), ws, seg["id"], seg["version"], seg["name"],
                                   seg["scan_after"], upper, *args)
         if upper is None:
             await conn.execute(FINISH, ws, seg["id"])
