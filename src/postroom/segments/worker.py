@@ -22,7 +22,7 @@ import datetime as _dt
 import logging
 
 from postroom.events import dispatch
-from postroom.platform import queue
+from postroom.platform import db, queue
 from postroom.segments import model, store
 
 log = logging.getLogger("postroom.segments")
@@ -92,12 +92,20 @@ async def _run(name: str, once, stop: asyncio.Event) -> None:
             await queue.pause(stop, POLL)
 
 
+# The tables a build fills from nothing (memberships, with their timeline entries and events):
+# their statistics are refreshed as they grow (platform.db.GrowthStats).
+GROWING = ("contact_segments", "contact_timeline", "events")
+
+
 def start(pool, settings, stop: asyncio.Event) -> list[asyncio.Task]:
     """The segment loops of one process: the builder (scans and daily recomputes) and the outbox
     consumer. They end when `stop` is set or when cancelled."""
+    stats = db.GrowthStats(GROWING)
 
     async def build() -> int:
-        return await recompute_once(pool) + await scan_once(pool)
+        ran = await recompute_once(pool) + await scan_once(pool)
+        stats.note(pool, ran * store.CHUNK)
+        return ran
 
     return [
         asyncio.create_task(_run("build", build, stop), name="segments-build"),

@@ -44,8 +44,10 @@ CREATE INDEX segments_recompute ON segments (workspace_id, recompute_after)
 -- (matched_at, kept across rebuilds). No segment existed before this migration.
 ALTER TABLE contact_segments ADD COLUMN version integer NOT NULL DEFAULT 1;
 ALTER TABLE contact_segments ADD COLUMN computed_at timestamptz NOT NULL DEFAULT now();
--- segments.contacts: current members, newest first.
-CREATE INDEX contact_segments_matched ON contact_segments (workspace_id, segment_id, matched_at DESC, email);
+-- No index on matched_at: segments.contacts sorts a segment's members (a top-N sort over the
+-- primary key's range of the segment). Measured: with one, a planner working from a young
+-- table's statistics took it for the chunks' lookups of a range of emails and scanned the whole
+-- segment for each chunk.
 
 -- A JSON string read as a time by a segment filter: RFC 3339 with an offset, or YYYY-MM-DD
 -- (00:00 UTC). Anything else, a day that does not exist included, is NULL: a filter never fails
