@@ -198,12 +198,16 @@ class _Walk:
         leaves = _opt_list(body, "leaves")
         if not leaves:
             self.fail(path, "branch must have at least one leaf")
-        children = []
-        for i, child in enumerate(leaves):
-            if child is None:
-                self.fail(path, f"branch leaf {i} is nil")
-            children.append(self.node(child, f"{path}branch leaf {i}: ", depth + 1))
-        return Branch(op, tuple(children))
+        return Branch(op, self.each(leaves, path, "branch leaf", lambda child, at: self.node(child, at, depth + 1)))
+
+    def each(self, items: list, path: str, label: str, visit) -> tuple:
+        """visit(item, its path) for each item of a list, `<label> <i> is nil` for a null one."""
+        out = []
+        for i, item in enumerate(items):
+            if item is None:
+                self.fail(path, f"{label} {i} is nil")
+            out.append(visit(item, f"{path}{label} {i}: "))
+        return tuple(out)
 
     def leaf(self, body: dict, path: str):
         source = _opt_str(body, "source")
@@ -231,13 +235,9 @@ class _Walk:
         filters = _opt_list(cond, "filters")
         if not filters:
             self.fail(path, "contact condition must have at least one filter")
-        out = []
-        for i, f in enumerate(filters):
-            if f is None:
-                self.fail(path, f"filter {i} is nil")
-            out.append(self.contact_filter(_obj(f), f"{path}filter {i}: "))
+        out = self.each(filters, path, "filter", lambda f, at: self.contact_filter(_obj(f), at))
         self.tree.depends.add("contacts")
-        return ContactLeaf(tuple(out))
+        return ContactLeaf(out)
 
     def _filter_head(self, f: dict, path: str) -> tuple[str, str, str]:
         name = _opt_str(f, "field_name")
@@ -422,13 +422,10 @@ class _Walk:
             if "\x00" in template_id:
                 self.fail(path, "template_id contains a NUL character")
         frame = self.timeframe(cond, path, goal=False)
-        filters = []
-        for i, f in enumerate(_opt_list(cond, "filters") or []):
-            if f is None:
-                self.fail(path, f"filter {i} is nil")
-            filters.append(self.timeline_filter(_obj(f), f"{path}filter {i}: "))
+        filters = self.each(_opt_list(cond, "filters") or [], path, "filter",
+                            lambda f, at: self.timeline_filter(_obj(f), at))
         self.tree.depends.add(f"timeline:{kind}")
-        return TimelineLeaf(kind, count_op, count, template_id, frame, tuple(filters))
+        return TimelineLeaf(kind, count_op, count, template_id, frame, filters)
 
     def timeline_filter(self, f: dict, path: str) -> Filter:
         name, ftype, op = self._filter_head(f, path)
