@@ -95,15 +95,15 @@ async def run(contacts: int, reps: int) -> None:
         try:
             await pool.execute("INSERT INTO workspaces (id, name) VALUES ($1, 'Bench')", WS)
             t = time.perf_counter()
-            await pool.execute(LOAD_CONTACTS, WS, contacts)
-            async with pool.acquire() as conn:
-                await conn.execute(LOAD_LIST.replace("$1", f"'{WS}'"))
+            async with pool.acquire() as conn:  # loads take longer than the pool's statement timeout
+                await conn.execute(LOAD_CONTACTS, WS, contacts, timeout=3600)
+                await conn.execute(LOAD_LIST.replace("$1", f"'{WS}'"), timeout=3600)
             print(f"loaded {contacts} contacts in {time.perf_counter() - t:.1f} s")
 
             # ---- the build
             async with pool.acquire() as conn:
                 t = time.perf_counter()
-                await conn.execute(BASELINE_BUILD, WS)
+                await conn.execute(BASELINE_BUILD, WS, timeout=3600)
                 base = time.perf_counter() - t
             seg = model.parse_segment({"workspace_id": WS, "id": "fr", "name": "FR", "color": "blue",
                                        "tree": BUILD_TREE, "timezone": "UTC"}, "create")

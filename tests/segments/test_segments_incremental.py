@@ -175,3 +175,37 @@ async def test_contacts_reads_show_memberships_and_delete_leaves(client, pool, w
     await settle(pool)
     r = await client.get("/api/segments.get", headers=ws.headers, params={"workspace_id": ws.id, "id": "fr"})
     assert r.json()["segment"]["users_count"] == 0
+
+
+async def test_the_manifest_loops_build_and_follow_changes(client, pool, settings, ws):
+    import asyncio
+
+    from postroom.segments.capability import CAPABILITY
+
+    stop = asyncio.Event()
+    tasks = [t for loop in CAPABILITY.loops for t in loop(pool, settings, stop)]
+    try:
+        await upsert(client, ws, "joy@x.io", country="FR")
+        await create(client, ws, "fr", FR)
+
+        async def until(check, timeout=10.0):
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not await check():
+                assert asyncio.get_running_loop().time() < deadline, "not within the time"
+                await asyncio.sleep(0.05)
+
+        async def active():
+            r = await client.get("/api/segments.get", headers=ws.headers, params={"workspace_id": ws.id, "id": "fr"})
+            return r.json()["segment"]["status"] == "active"
+
+        await until(active)
+        assert await member_of(pool, ws, "joy@x.io") == ["fr"]
+        await upsert(client, ws, "kim@x.io", country="FR")
+
+        async def kim_joined():
+            return await member_of(pool, ws, "kim@x.io") == ["fr"]
+
+        await until(kim_joined)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
