@@ -302,3 +302,30 @@ async def test_branches(pool, ws):
 def test_numbering_starts_at_the_offset(first):
     sql, args = compile_tree(model.parse_tree(leaf(flt("country", "string", "equals", ["FR"]))), first=first)
     assert f"${first}::text" in sql and args == ["FR"]
+
+
+async def test_a_scoped_predicate_matches_the_same_among_its_candidates(pool, ws):
+    """The build's chunks and the incremental check restrict the subqueries to their candidates:
+    the members among the candidates are exactly those of the unrestricted predicate."""
+    await contacts(pool, ws, {f"s{i}@x.io": {"country": "FR" if i % 2 else "DE"} for i in range(8)})
+    await pool.execute("INSERT INTO lists (workspace_id, id, name) VALUES ($1, 'news', 'N')", ws.id)
+    for i in range(0, 8, 3):
+        await pool.execute("INSERT INTO contact_lists (workspace_id, list_id, email, status, contact_created_at)"
+                           " VALUES ($1, 'news', $2, 'active', now())", ws.id, f"s{i}@x.io")
+        await entry(pool, ws, f"s{i}@x.io", "open_email", "m")
+        await event(pool, ws, f"s{i}@x.io", "order", str(i), "purchase", 10 * i)
+    trees = [
+        {"kind": "leaf", "leaf": {"source": "contact_lists", "contact_list": {"operator": "not_in", "list_id": "news"}}},
+        tl("open_email", "at_most", 0),
+        tl("open_email", "exactly", 1),
+        gl("purchase", "sum", "gte", 30),
+        {"kind": "branch", "branch": {"operator": "or", "leaves": [
+            leaf(flt("country", "string", "equals", ["FR"])), tl("open_email", "at_least", 1)]}},
+    ]
+    candidates = ["s1@x.io", "s3@x.io", "s6@x.io", "s7@x.io"]
+    for tree in trees:
+        everyone = await members(pool, ws, tree)
+        sql, args = compile_tree(model.parse_tree(tree), first=3, scope="{a}.email = ANY ($2::text[])")
+        rows = await pool.fetch(f"SELECT c.email FROM contacts c WHERE c.workspace_id = $1"
+                                f" AND c.email = ANY ($2::text[]) AND {sql}", ws.id, candidates, *args)
+        assert {r["email"] for r in rows} == everyone & set(candidates), tree
