@@ -66,6 +66,10 @@ async def test_contact_changes_move_members(client, pool, ws):
     await settle(pool)
     assert await member_of(pool, ws, "ann@x.io") == []
     assert (await seg_events(pool, ws))[-1] == ("segment.left", "ann@x.io", "fr")
+    r = await client.get("/api/timeline.list", headers=ws.headers, params={"workspace_id": ws.id, "email": "ann@x.io"})
+    ops = [(e["kind"], e["operation"], e["entity_type"], e.get("entity_id")) for e in r.json()["timeline"]
+           if e["kind"].startswith("segment.")]
+    assert ops == [("segment.left", "delete", "contact_segment", "fr"), ("segment.joined", "insert", "contact_segment", "fr")]
     # the segment.* events are consumed without feedback: nothing is left to do
     assert await worker.consume_once(pool) == 0
     # a new contact is checked against every segment
