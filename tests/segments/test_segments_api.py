@@ -130,8 +130,12 @@ async def test_list_get_update_rebuild_delete(client, pool, ws):
     assert (await get(client, ws, "second")).json()["segment"]["users_count"] == 1
     assert len(await seg_events(pool, ws)) == before  # a kept member gets nothing
 
+    async with pool.acquire() as conn:
+        assert await store.statuses(conn, ws.id, ["first", "second", "nope"]) == {"first": "active", "second": "active"}
     r = await client.post("/api/segments.delete", headers=ws.headers, json={"workspace_id": ws.id, "id": "second"})
     assert r.status_code == 200 and r.json() == {"success": True}
+    async with pool.acquire() as conn:
+        assert await store.statuses(conn, ws.id, ["second"]) == {}
     assert (await seg_events(pool, ws))[-1][:2] == ("segment.left", "a@x.io")
     assert (await seg_timeline(pool, ws))[-1][0] == "segment.left"
     assert_json_error(await get(client, ws, "second"), 404, "Segment not found")

@@ -232,10 +232,13 @@ async def members(conn, workspace_id: str, seg_id: str, limit: int, offset: int)
     return [r["email"] for r in await conn.fetch(MEMBERS, workspace_id, seg_id, limit, offset)]
 
 
-MEMBERSHIPS_FOR = """
-SELECT email, segment_id, version, matched_at, computed_at FROM contact_segments
- WHERE workspace_id = $1 AND email = ANY ($2::text[]) ORDER BY email, segment_id
-"""
+STATUSES = "SELECT id, status FROM segments WHERE workspace_id = $1 AND id = ANY ($2::text[]) AND status <> 'deleted'"
+
+
+async def statuses(conn, workspace_id: str, seg_ids: list[str]) -> dict[str, str]:
+    """{id: building | active} of the live segments among `seg_ids` (for a broadcast's audience
+    check: a segment must exist, and be active when the broadcast starts)."""
+    return {r["id"]: r["status"] for r in await conn.fetch(STATUSES, workspace_id, seg_ids)}
 
 
 # ---------------------------------------------------------------- scans: build, rebuild, recompute
