@@ -213,3 +213,20 @@ async def test_the_manifest_loops_build_and_follow_changes(client, pool, setting
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+async def test_custom_events_api_moves_goal_members(client, pool, ws):
+    await create(client, ws, "buyers", BUYERS)
+    await settle(pool)
+    event = {"workspace_id": ws.id, "email": "lea@x.io", "event_name": "order", "external_id": "o-9",
+             "goal_type": "purchase", "goal_value": 200, "occurred_at": "2024-05-01T10:00:00Z"}
+    r = await client.post("/api/customEvents.upsert", headers=ws.headers, json=event)
+    assert r.status_code == 200, r.text
+    await settle(pool)
+    assert await member_of(pool, ws, "lea@x.io") == ["buyers"]
+    r = await client.post("/api/customEvents.upsert", headers=ws.headers,
+                          json={**event, "deleted_at": "2024-05-02T10:00:00Z"})
+    assert r.status_code == 200, r.text
+    await settle(pool)
+    assert await member_of(pool, ws, "lea@x.io") == []
+    assert [e[:2] for e in await seg_events(pool, ws)] == [("segment.joined", "lea@x.io"), ("segment.left", "lea@x.io")]
