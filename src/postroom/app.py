@@ -23,6 +23,7 @@ from postroom.platform.capability import Capability
 from postroom.platform.config import Settings
 from postroom.platform.http import Api, Edge, error_response, route
 from postroom.preferences.capability import CAPABILITY as PREFERENCES
+from postroom.segments.capability import CAPABILITY as SEGMENTS
 from postroom.templates.capability import CAPABILITY as TEMPLATES
 from postroom.timeline.capability import CAPABILITY as TIMELINE
 from postroom.tracking.capability import CAPABILITY as TRACKING
@@ -39,8 +40,9 @@ PLATFORM = Capability(
             Route("/metrics", observability.metrics_handler(auth_model.bearer_token), methods=None)])
 
 # The one list of manifests: the API, the document, the CLI's commands and the workers come from it.
-CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, CUSTOM_EVENTS, TIMELINE, WEBHOOKS, TEMPLATES,
-                                        DELIVERY, TRACKING, INBOUND, PREFERENCES, BROADCASTS, PLATFORM)
+CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, CUSTOM_EVENTS, SEGMENTS, TIMELINE,
+                                        WEBHOOKS, TEMPLATES, DELIVERY, TRACKING, INBOUND, PREFERENCES,
+                                        BROADCASTS, PLATFORM)
 
 # What happens around an integration's creation and deletion in capabilities above delivery
 # (provider webhooks, delivery-contract 1.5): delivery calls these, it never imports them.

@@ -68,8 +68,11 @@ async def test_delete_removes_contact_memberships_and_timeline(client, pool, ws,
     assert await footprint(pool, other.id, "gone@example.com") == other_before
     events = await pool.fetch("SELECT type, subject, data FROM events WHERE workspace_id = $1 AND id > $2 ORDER BY id",
                               ws.id, events_before)
-    assert [(e["type"], e["subject"]) for e in events] == [("contact.deleted", "gone@example.com")]
-    deleted = events[0]["data"]["contact"]
+    # each segment membership leaves with its event (segments-contract), then the contact goes
+    assert [(e["type"], e["subject"]) for e in events] == [("segment.left", "gone@example.com"),
+                                                           ("contact.deleted", "gone@example.com")]
+    assert events[0]["data"] == {"email": "gone@example.com", "segment_id": "vip", "segment_name": None}
+    deleted = events[1]["data"]["contact"]
     assert deleted["first_name"] == "Gone again" and deleted["custom_json_1"] == {"k": 1}
     assert deleted["created_at"] == contact["created_at"]
     r = await client.get("/api/contacts.getByEmail", headers=ws.headers,

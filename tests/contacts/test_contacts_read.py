@@ -96,7 +96,10 @@ async def test_get_by_email_returns_contact_with_lists_and_segments(client, pool
     assert r.status_code == 200, r.text
     contact = r.json()["contact"]
     lists = contact.pop("contact_lists")
-    assert contact.pop("contact_segments") == ["eu", "vip"]
+    segments = contact.pop("contact_segments")
+    assert [(m["email"], m["segment_id"], m["version"]) for m in segments] == \
+        [("ann@example.com", "eu", 1), ("ann@example.com", "vip", 1)]
+    assert all(m["matched_at"].endswith("Z") and m["computed_at"].endswith("Z") for m in segments)
     assert contact == created
     assert [(m["list_id"], m["list_name"], m["status"], m["email"]) for m in sorted(lists, key=lambda m: m["list_id"])] == [
         ("news", "Newsletter", "active", "ann@example.com"), ("promo", "List promo", "unsubscribed", "ann@example.com")]

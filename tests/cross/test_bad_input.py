@@ -196,6 +196,7 @@ async def seed(client, pool, ws, root) -> Seeded:
     await ok(await client.post("/api/customEvents.upsert", headers=h, json={
         "workspace_id": w, "email": "known@example.com", "event_name": "order.placed", "external_id": "o-1",
         "properties": {"total": 5}, "goal_type": "purchase", "goal_value": 5, "occurred_at": "2024-01-01T00:00:00Z"}))
+    await ok(await client.post("/api/segments.create", headers=h, json=segment_body(w, "seg")), 201)
     return Seeded(ws, sub["subscription"]["id"], root, dict(parse_qsl(urlsplit(link).query)),
                   block_id=str(block["id"]), integration_id=integration["integration_id"], broadcast_id=ids[0],
                   done_broadcast_id=ids[1])
@@ -210,6 +211,15 @@ def web_template_body(w: str, template_id: str = "post") -> dict:
             "web": {"content": {"type": "doc"}, "html": "<p>Hi</p>", "plain_text": "Hi"},
             "template_macro_id": "m1", "test_data": {"contact": {"first_name": "Ann"}}, "settings": {"a": "b"},
             "translations": {"en": {"web": {"content": {"type": "doc"}, "html": "<p>Hello</p>"}}}}
+
+
+SEGMENT_TREE = {"kind": "leaf", "leaf": {"source": "contacts", "contact": {"filters": [
+    {"field_name": "first_name", "field_type": "string", "operator": "equals", "string_values": ["Known"]}]}}}
+
+
+def segment_body(w: str, segment_id: str) -> dict:
+    return {"workspace_id": w, "id": segment_id, "name": "Knowns", "color": "blue", "tree": SEGMENT_TREE,
+            "timezone": "Europe/Paris"}
 
 
 def email_template_body(w: str) -> dict:
@@ -334,6 +344,11 @@ def valid_body(path: str, s: Seeded) -> dict:
         "/api/customEvents.import": {"workspace_id": w, "events": [
             {**custom_event(), "source": "shop", "created_at": "2020-01-01T00:00:00Z",
              "updated_at": "2020-01-02T00:00:00Z"}]},
+        "/api/segments.create": segment_body(w, "fresh"),
+        "/api/segments.update": {**segment_body(w, "seg"), "name": "Renamed"},
+        "/api/segments.delete": {"workspace_id": w, "id": "seg"},
+        "/api/segments.rebuild": {"workspace_id": w, "segment_id": "seg"},
+        "/api/segments.preview": {"workspace_id": w, "tree": SEGMENT_TREE, "limit": 5},
     }
     return bodies[path]
 
@@ -452,6 +467,10 @@ TEMPLATE_FIELDS = typed(
     field("template_macro_id", STRING), field("test_data", {O}), field("settings", {O}),
     field("translations", {O}), field("translations.en", {O}, hint="en"), *web_part_fields(("translations", "en", "web")))
 BLOCK_FIELDS = [field("name", STRING, True), field("block", {O}, True)]
+# segments.*: a wrong JSON type is `Invalid request body` (the segments contract); a bad tree node
+# is named by its path (tests/segments).
+SEGMENT_FIELDS = typed(WS_FIELD, field("id", STRING, True), field("name", STRING, True), field("color", STRING, True),
+                       field("tree", {O}, True), field("timezone", STRING, True))
 INTEGRATION_ID = field("integration_id", STRING, True, hint="integration")
 # A sender's `id` is not here: any value that is not a UUID is replaced by a new one (the contract).
 # provider is required on create only; on update its absence keeps it as stored.
@@ -644,6 +663,11 @@ FIELDS: dict[str, list[Field]] = {
     "/api/templateBlocks.create": typed(WS_FIELD, *BLOCK_FIELDS),
     "/api/templateBlocks.update": typed(WS_FIELD, field("id", STRING, True), *BLOCK_FIELDS),
     "/api/templateBlocks.delete": typed(WS_FIELD, field("id", STRING, True)),
+    "/api/segments.create": SEGMENT_FIELDS,
+    "/api/segments.update": SEGMENT_FIELDS,
+    "/api/segments.delete": typed(WS_FIELD, field("id", STRING, True)),
+    "/api/segments.rebuild": typed(WS_FIELD, field("segment_id", STRING, True)),
+    "/api/segments.preview": typed(WS_FIELD, field("tree", {O}, True), field("limit", {I})),
 }
 
 
@@ -884,6 +908,8 @@ TEN_MB_CASES = [
      "invalid compile template request: mjml_source exceeds 1048576 bytes"),
     ("/api/templateBlocks.create", ("name",),
      "invalid create template block request: name length must be between 1 and 255"),
+    ("/api/segments.create", ("name",), "invalid create segment request: name length must be between 1 and 255"),
+    ("/api/segments.create", ("timezone",), "invalid create segment request: timezone length must be between 1 and 100"),
 ]
 
 
@@ -1246,6 +1272,9 @@ QUERY_PARAMS: dict[str, dict[str, tuple[str, bool]]] = {
         "event_type": ("bounce", False), "recipient_email": ("known@example.com", False), "message_id": ("m1", False),
         "timestamp_after": ("2024-01-01T00:00:00Z", False), "timestamp_before": ("2025-01-01T00:00:00Z", False),
         "limit": ("5", False), "cursor": (b64("2024-06-01T00:00:00.5Z~6f1b1a3c-0000-5000-8000-000000000000"), False)},
+    "/api/segments.list": {"with_count": ("true", False)},
+    "/api/segments.get": {"id": ("seg", True)},
+    "/api/segments.contacts": {"segment_id": ("seg", True), "limit": ("5", False), "offset": ("0", False)},
     "/api/openapi.json": {},
     "/confirm": {name: ("@confirm", True) for name in ("workspace_id", "list_id", "email", "expires", "token")},
 }
@@ -1400,11 +1429,12 @@ async def test_malformed_number_in_query_parameter(client, pool, seeded, path, n
     params = {**params_of(path, seeded), name: value}
     async with Unchanged(pool, seeded.id):
         r = await send(client, path, seeded, params=params)
-    if (path == "/api/broadcasts.list" and re.match(r"[+-]?[0-9]", value)) or path == "/api/customEvents.list":
+    if ((path == "/api/broadcasts.list" and re.match(r"[+-]?[0-9]", value))
+            or path in ("/api/customEvents.list", "/api/segments.contacts")):
         # broadcasts-contract (Notifuse): a leading integer is read and a suffix ignored; limit <= 0
         # means 50, above 100 means 100, a negative offset 0
-        # segments-contract, list: a limit that is unparsable or <= 0 means 50 (above 100: 100), an
-        # offset that is unparsable or negative means 0
+        # segments-contract, customEvents.list and segments.contacts: a limit that is unparsable or
+        # <= 0 means 50 (above 100: 100), an offset that is unparsable or negative means 0
         assert r.status_code == 200, r.text
         return
     if path == "/api/transactional.list" and not (name == "offset" and value == "-1"):

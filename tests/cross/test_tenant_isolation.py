@@ -44,6 +44,7 @@ from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Outgoing, Source
 from postroom.templates.render import signed_tracking
 from postroom.inbound import model as inbound_model, store as inbound_store
+from postroom.segments import worker as segments_worker
 from postroom.webhooks import delivery
 
 from helpers import snapshot
@@ -56,6 +57,7 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 FOREIGN = {"error": "user is not a member of the workspace"}
 SHARED_EMAIL = "shared@example.com"
 SHARED_LIST = "shared_list"
+SHARED_SEGMENT = "shared_segment"
 
 
 def method_of(path: str) -> str:
@@ -88,6 +90,7 @@ class Tenant:
     event_name: str = ""       # a custom event (event_name, event_id) of own_email
     event_id: str = ""
     click_url: str = ""        # the destination of a recorded click on message_id
+    segment: str = ""          # a segment of the members of own_list
     markers: list = dataclasses.field(default_factory=list)  # values that are this tenant's alone
 
     @property
@@ -180,6 +183,13 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
         await inbound_store.record(conn, w, t.integration_id, inbound_model.parse_smtp(
             {"event": "delivered", "recipient": t.own_email, "message_id": t.message_id, "event_id": f"{tag}ev{x}"},
             "", datetime.datetime.now(datetime.timezone.utc)))
+    t.segment = f"{tag}_seg_{x}"
+    secret_values.update(segment_name=f"{tag} segment {x}")
+    for seg_id, name, tree in ((t.segment, secret_values["segment_name"], in_list(t.own_list)),
+                               (SHARED_SEGMENT, secret_values["segment_name"] + " shared", in_list(SHARED_LIST))):
+        await ok(await client.post("/api/segments.create", headers=h, json={
+            "workspace_id": w, "id": seg_id, "name": name, "color": "red", "tree": tree, "timezone": "UTC"}), 201)
+    await segments_worker.scan_once(pool)
     t.event_name, t.event_id = f"{tag}_order_{x}", f"{tag}-event-{x}"
     secret_values["event_prop"] = f"{tag}eventprop{x}"
     await ok(await client.post("/api/customEvents.upsert", headers=h, json={
@@ -192,7 +202,7 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
     t.click_url = f"https://{tag}-dest-{x}.example/landing"
     tracker = signed_tracking(ws._settings.key_bytes, "", t.message_id, w, int(time.time()) - 60)
     assert (await client.get(tracker.click_url(t.click_url, 0), headers={"User-Agent": BROWSER})).status_code == 303
-    t.markers = [t.event_name, t.event_id, t.click_url,
+    t.markers = [t.event_name, t.event_id, t.click_url, t.segment,
                  t.own_email, t.pending_email, t.own_list, t.private_list, t.double_list, t.external_id,
                  t.sub_id, t.sub_secret, t.sub_secret.removeprefix("whsec_"), t.key_email, key["token"],
                  t.confirm["token"], f"owner-{w}@example.com", w, t.template, t.block_id, t.integration_id,
@@ -200,6 +210,10 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
                  f"{tag}code{x}", f"{tag}_tpl_{x}", t.mail_template, t.notification, t.bcast,
                  *secret_values.values()]
     return t
+
+
+def in_list(list_id: str) -> dict:
+    return {"kind": "leaf", "leaf": {"source": "contact_lists", "contact_list": {"operator": "in", "list_id": list_id}}}
 
 
 def web_template(ws_id: str, template_id: str, name: str = "mine", html: str = "<p>mine</p>") -> dict:
@@ -264,6 +278,9 @@ class Ctx:
 
     def block(self) -> dict:
         return {self.b.block_id: self.nowhere_block}
+
+    def seg(self) -> dict:
+        return {self.b.segment: "ghost_segment"}
 
 
 async def a_rows(ctx: Ctx, sql: str) -> set:
@@ -773,6 +790,38 @@ def inbound_cases(path: str, c: Ctx) -> list[Probe]:
     }[name]
 
 
+def segments_cases(path: str, c: Ctx) -> list[Probe]:
+    a, b = c.a, c.b
+    w = a.id
+    live = "SELECT id FROM segments WHERE workspace_id = $1"
+    members = "SELECT email FROM contact_segments WHERE workspace_id = $1"
+
+    def body(seg_id: str, tree: dict) -> dict:
+        return {"workspace_id": w, "id": seg_id, "name": "mine", "color": "red", "tree": tree, "timezone": "UTC"}
+
+    name = path.rsplit(".", 1)[1]
+    return {
+        "list": [Probe(params={"workspace_id": w}, check=only_a(live, lambda j: [s["id"] for s in j["segments"]]))],
+        "get": [Probe(params={"workspace_id": w, "id": b.segment}, swap=c.seg(), status=404),
+                Probe(params={"workspace_id": w, "id": SHARED_SEGMENT}, status=200,
+                      check=only_a(live, lambda j: [j["segment"]["id"]]))],
+        "contacts": [Probe(params={"workspace_id": w, "segment_id": b.segment}, swap=c.seg(), status=404),
+                     Probe(params={"workspace_id": w, "segment_id": SHARED_SEGMENT},
+                           check=only_a(members, lambda j: j["emails"]))],
+        "update": [Probe(body=body(b.segment, in_list(a.own_list)), swap=c.seg(), status=404)],
+        "delete": [Probe(body={"workspace_id": w, "id": b.segment}, swap=c.seg(), status=404)],
+        "rebuild": [Probe(body={"workspace_id": w, "segment_id": b.segment}, swap=c.seg(), status=404)],
+        # B's list is an unknown list in A: nobody matches, exactly as for a list that exists nowhere
+        "preview": [Probe(body={"workspace_id": w, "tree": in_list(b.own_list)}, swap=c.lst(), status=200),
+                    Probe(body={"workspace_id": w, "tree": in_list(SHARED_LIST), "limit": 100},
+                          check=only_a("SELECT email FROM contacts WHERE workspace_id = $1", lambda j: j["emails"]))],
+        # B's segment id is free in A
+        "create": [Probe(body=body(b.segment, in_list(b.own_list)), swap={b.segment: "ghost_created",
+                                                                           b.own_list: c.nowhere_list},
+                         status=201, late=True)],
+    }[name]
+
+
 # Every /api path and public route -> its requests. A path missing here fails the walk.
 CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{p: contacts_cases for p in ("/api/contacts.upsert", "/api/contacts.delete", "/api/contacts.getByEmail",
@@ -801,6 +850,8 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
         "list", "get", "create", "update", "delete", "schedule", "pause", "resume", "cancel", "getTestResults",
         "selectWinner", "retryFailed", "sendToIndividual")},
     **{f"/api/customEvents.{n}": custom_events_cases for n in ("upsert", "create", "import", "get", "list")},
+    **{f"/api/segments.{n}": segments_cases for n in (
+        "list", "get", "create", "update", "delete", "rebuild", "preview", "contacts")},
     "/api/user.rootSignin": auth_cases,
     "/api/openapi.json": openapi_cases,
     "/subscribe": public_cases,

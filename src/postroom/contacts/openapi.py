@@ -49,8 +49,12 @@ def _schemas() -> dict:
         "Contact": obj(read, always, description="A stored contact; NULL fields are omitted, \"\" is kept."),
         "ContactWithLists": obj({**read, "contact_lists": memberships}, always, description=(
             "A contact of contacts.list; contact_lists only with with_contact_lists=true.")),
+        "ContactSegment": obj({"email": email_out, "segment_id": STRING, "version": {"type": "integer", "minimum": 1},
+                               "matched_at": TIME, "computed_at": TIME},
+                              ["email", "segment_id", "version", "matched_at", "computed_at"],
+                              description="A segment membership: when the contact joined, and when it was last confirmed."),
         "ContactDetail": obj({**read, "contact_lists": memberships,
-                               "contact_segments": array(STRING)},
+                               "contact_segments": array(ref("ContactSegment"))},
                               [*always, "contact_lists", "contact_segments"],
                               description="A contact as getByEmail/getByExternalID send it."),
     }

@@ -10,6 +10,7 @@ from typing import Any
 from postroom.contacts import model, query
 from postroom.platform import db
 from postroom.events import store as events
+from postroom.platform.times import format_time
 from postroom.timeline import store as timeline
 
 COLUMNS = ", ".join(model.FIELDS)
@@ -287,11 +288,12 @@ async def recount(conn, workspace_id: str) -> int:
 
 _C_COLUMNS = ", ".join(f"c.{f}" for f in model.FIELDS)
 
-# The contact plus its segment ids; the list memberships are added above the store
+# The contact plus its segment memberships (the rows of contact_segments, which segments keeps:
+# read here as stored, no import of segments); the list memberships are added above the store
 # (contacts.api, from lists.store.memberships_for).
 _GET = f"""
 SELECT {_C_COLUMNS},
-       ARRAY(SELECT s.segment_id FROM contact_segments s
+       ARRAY(SELECT ROW(s.segment_id, s.version, s.matched_at, s.computed_at) FROM contact_segments s
               WHERE s.workspace_id = c.workspace_id AND s.email = c.email
               ORDER BY s.segment_id) AS contact_segments
   FROM contacts c
@@ -303,19 +305,23 @@ GET_BY_EXTERNAL_ID = _GET + """ WHERE c.workspace_id = $1 AND c.external_id = $2
  ORDER BY c.updated_at DESC, c.email LIMIT 1"""
 
 
-async def _get(conn, sql: str, workspace_id: str, key: str) -> tuple[dict, list[str]] | None:
-    """(the contact in wire form, its segment ids) as getByEmail/getByExternalID send them, or None."""
+async def _get(conn, sql: str, workspace_id: str, key: str) -> tuple[dict, list[dict]] | None:
+    """(the contact in wire form, its segment memberships {email, segment_id, version,
+    matched_at, computed_at} in segment_id order) as getByEmail/getByExternalID send them, or None."""
     row = await conn.fetchrow(sql, workspace_id, key)
     if row is None:
         return None
-    return model.to_wire(row), list(row["contact_segments"])
+    segments = [{"email": row["email"], "segment_id": seg, "version": version, "matched_at": format_time(matched),
+                 "computed_at": format_time(computed)}
+                for seg, version, matched, computed in row["contact_segments"]]
+    return model.to_wire(row), segments
 
 
-async def get_by_email(conn, workspace_id: str, email: str) -> tuple[dict, list[str]] | None:
+async def get_by_email(conn, workspace_id: str, email: str) -> tuple[dict, list[dict]] | None:
     return await _get(conn, GET_BY_EMAIL, workspace_id, email)
 
 
-async def get_by_external_id(conn, workspace_id: str, external_id: str) -> tuple[dict, list[str]] | None:
+async def get_by_external_id(conn, workspace_id: str, external_id: str) -> tuple[dict, list[dict]] | None:
     return await _get(conn, GET_BY_EXTERNAL_ID, workspace_id, external_id)
 
 
@@ -323,7 +329,16 @@ async def get_by_external_id(conn, workspace_id: str, external_id: str) -> tuple
 
 DELETE_CONTACT = f"DELETE FROM contacts WHERE workspace_id = $1 AND email = $2 RETURNING {COLUMNS}"
 DELETE_LIST_MEMBERSHIPS = "DELETE FROM contact_lists WHERE workspace_id = $1 AND email = $2"
-DELETE_SEGMENT_MEMBERSHIPS = "DELETE FROM contact_segments WHERE workspace_id = $1 AND email = $2"
+# A deleted contact leaves its segments: each membership goes with its segment.left event (the
+# contact's timeline goes too, so no entry is written for it). The segment's name is read from
+# segments' table for the event's data, as the webhooks contract shapes it.
+_LEAVE_SEGMENTS = """
+WITH gone AS (DELETE FROM contact_segments WHERE workspace_id = $1 AND email = $2 RETURNING segment_id)
+{insert}
+"""
+_LEFT_ROWS = ("SELECT $1, 'segment.left', $2, jsonb_build_object('email', $2::text, 'segment_id', g.segment_id,"
+              " 'segment_name', s.name) FROM gone g"
+              " LEFT JOIN segments s ON s.workspace_id = $1 AND s.id = g.segment_id")
 
 
 # The follow-up of a contact's deletion: after_delete(conn, workspace_id, email), awaited in the
@@ -332,8 +347,8 @@ AfterDelete = Callable[[Any, str, str], Awaitable[None]]
 
 
 async def delete(pool, workspace_id: str, email: str, after_delete: AfterDelete | None = None) -> dict | None:
-    """Deletes the contact with its list and segment memberships and its timeline, and records
-    `contact.deleted` (data: {"contact": <the contact as it was>}), in one transaction, which
+    """Deletes the contact with its list and segment memberships (segment.left for each) and its
+    timeline, and records `contact.deleted` (data: {"contact": <the contact as it was>}), in one transaction, which
     also runs `after_delete` (see AfterDelete). Returns the deleted contact's wire form, or None
     when there was none."""
     async with pool.acquire() as conn, conn.transaction():
@@ -343,7 +358,7 @@ async def delete(pool, workspace_id: str, email: str, after_delete: AfterDelete 
         if after_delete is not None:
             await after_delete(conn, workspace_id, email)
         await conn.execute(DELETE_LIST_MEMBERSHIPS, workspace_id, email)
-        await conn.execute(DELETE_SEGMENT_MEMBERSHIPS, workspace_id, email)
+        await conn.execute(_LEAVE_SEGMENTS.format(insert=events.insert_sql(_LEFT_ROWS)), workspace_id, email)
         await timeline.delete_for(conn, workspace_id, email)
         wire = model.to_wire(row)
         await events.emit(conn, workspace_id, "contact.deleted", email, {"contact": wire})

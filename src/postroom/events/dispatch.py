@@ -1,5 +1,6 @@
-"""The outbox's consumer protocol: how a consumer (webhooks, delivery's confirmation emails) takes
-the events it has not consumed yet, a batch at a time, one workspace at a time, in event order.
+"""The outbox's consumer protocol: how a consumer (webhooks, delivery's confirmation emails,
+segments) takes the events it has not consumed yet, a batch at a time, one workspace at a time,
+in event order.
 
 Each consumer has a column of `events` stamped when it consumed the row (NULL: not yet; a partial
 index on (workspace_id, id) covers the NULL rows), an advisory lock of its own, and a channel it
@@ -46,6 +47,7 @@ CONSUMERS = {
     "webhooks": Consumer("webhooks_dispatched_at", 2003331889, "postroom_webhook_deliveries"),
     "confirmations": Consumer("confirmations_consumed_at", 1869640809, "postroom_confirmations",
                               types=("list.pending",)),
+    "segments": Consumer("segments_consumed_at", 2003331890, "postroom_segments"),
 }
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from postroom.platform.times import format_time
 
-_INSERTS = ("created", "subscribed")
-_DELETES = ("deleted", "removed")
+# The last word of a kind that says its operation (segment.joined / segment.left: segments-contract).
+INSERT_VERBS = ("created", "subscribed", "joined")
+DELETE_VERBS = ("deleted", "removed", "left")
 
 
 def operation_of(kind: str) -> str:
@@ -29,9 +30,9 @@ def operation_of(kind: str) -> str:
     if "." not in kind and kind.partition("_")[0] in ("insert", "update", "delete"):
         return kind.partition("_")[0]
     verb = kind.rpartition(".")[2]
-    if verb in _INSERTS:
+    if verb in INSERT_VERBS:
         return "insert"
-    if verb in _DELETES:
+    if verb in DELETE_VERBS:
         return "delete"
     return "update"
 

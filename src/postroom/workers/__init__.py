@@ -21,8 +21,9 @@ from postroom.platform.capability import Loop
 # planning costs a fraction of a millisecond, and the API's own sessions are unaffected.
 SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 # webhooks: the dispatcher, the wake-up listener, the delivery loop; delivery: its listener, its
-# claims and commits, attachment reads of its sends; with room for a pass of each
-POOL_MAX = 10
+# claims and commits, attachment reads of its sends; segments: the builder and the outbox
+# consumer (one connection a pass each); with room for a pass of each
+POOL_MAX = 12
 
 
 async def start(state, loops: Sequence[Loop]) -> list[asyncio.Task]:
