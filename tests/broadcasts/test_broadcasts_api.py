@@ -477,3 +477,39 @@ async def test_send_to_individual(client, ws, sink, pool, settings, running_work
     empty = await create(client, ws, test_settings={})
     assert_json_error(await post(client, ws, "sendToIndividual", broadcast_id=empty, recipient_email="x@example.com"),
                       400, "broadcast has no variations")
+
+
+# ---------------------------------------------------------------- segments in the audience (checks 19, 22)
+
+def country_segment(ws_id: str, seg_id: str, country: str) -> dict:
+    return {"workspace_id": ws_id, "id": seg_id, "name": seg_id.title(), "color": "blue", "timezone": "UTC",
+            "tree": {"kind": "leaf", "leaf": {"source": "contacts", "contact": {"filters": [
+                {"field_name": "country", "field_type": "string", "operator": "equals", "string_values": [country]}]}}}}
+
+
+async def test_segments_narrow_the_audience_and_each_address_gets_one_message(client, ws, sink, pool, settings):
+    from postroom.segments import worker as segments_worker
+
+    await marketing(client, ws, sink, pool)
+    await members(client, ws, "news", {"both@example.com": "active", "fr@example.com": "active",
+                                       "none@example.com": "active"})
+    await ok(await client.post("/api/contacts.upsert", headers=ws.headers, json={
+        "workspace_id": ws.id, "contact": {"email": "outside@example.com", "country": "FR"}}))
+    for email, country in (("both@example.com", "FR"), ("fr@example.com", "FR"), ("none@example.com", "DE")):
+        await ok(await client.post("/api/contacts.upsert", headers=ws.headers, json={
+            "workspace_id": ws.id, "contact": {"email": email, "country": country}}))
+    for seg_id in ("fr1", "fr2"):                 # two segments that both hold the French contacts
+        await ok(await client.post("/api/segments.create", headers=ws.headers,
+                                   json=country_segment(ws.id, seg_id, "FR")), 201)
+    bid = await create(client, ws, audience={"list": "news", "segments": ["fr1", "fr2"]})
+    missing = await create(client, ws, audience={"list": "news", "segments": ["fr1", "gone"]})
+    assert_json_error(await post(client, ws, "schedule", id=missing, send_now=True), 400, "segment not found: gone")
+    await ok(await post(client, ws, "schedule", id=bid, send_now=True))
+    await sending.run_once(pool, fast(settings))
+    assert (await broadcast(client, ws, bid))["delivery"]["recipients"] == 0      # waits for the build
+    while await segments_worker.scan_once(pool):
+        pass
+    await run(pool, settings)
+    assert sorted(m.rcpt_tos[0] for m in sink.received) == ["both@example.com", "fr@example.com"]
+    d = (await broadcast(client, ws, bid))["delivery"]
+    assert (d["recipients"], d["sent"], d["status"]) == (2, 2, "sent")

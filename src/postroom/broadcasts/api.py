@@ -16,6 +16,7 @@ from postroom.contacts import model as contacts_model, store as contacts_store
 from postroom.delivery import store as delivery_store
 from postroom.delivery.model import Status
 from postroom.platform.errors import RuleError
+from postroom.segments import store as segments_store
 from postroom.platform.http import Call, Endpoint, json_response
 from postroom.platform.times import format_time
 from postroom.templates import model as templates_model, store as templates_store
@@ -102,9 +103,11 @@ async def _check_startable(conn, call: Call, row) -> None:
                                  call.workspace_id, audience["list"])
     if not listed:
         raise BroadcastError(f"list not found: {audience['list']}")
-    for segment_id in audience.get("segments") or []:
-        # segments are not built yet in this installation: no segment can be found
-        raise BroadcastError(f"segment not found: {segment_id}")
+    segments = audience.get("segments") or []
+    found = await segments_store.statuses(conn, call.workspace_id, segments) if segments else {}
+    for segment_id in segments:
+        if segment_id not in found:
+            raise BroadcastError(f"segment not found: {segment_id}")
     for template_id in model.send_variations(row["test_settings"]):
         if await templates_store.latest_live(conn, call.workspace_id, template_id) is None:
             raise BroadcastError(f"template not found: {template_id}")

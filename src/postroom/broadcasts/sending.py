@@ -26,6 +26,7 @@ from postroom.delivery.model import Outgoing, Source, Status, marketing_unsubscr
 from postroom.delivery.transactional import tracking_enabled
 from postroom.delivery import sending as delivery_sending
 from postroom.platform.queue import pause as wait
+from postroom.segments import store as segments_store
 from postroom.templates import model as templates_model, store as templates_store
 from postroom.templates import render as engine
 from postroom.templates.render.context import Sending, template_data
@@ -69,6 +70,12 @@ class Pass:
         if list_row is None:
             raise StartRefused(f"list not found: {self.b['audience']['list']}")
         self.list = {"id": list_row["id"], "name": list_row["name"]}
+        segments = self.b["audience"].get("segments") or []
+        found = await segments_store.statuses(conn, ws, segments) if segments else {}
+        for segment_id in segments:
+            if segment_id not in found:
+                raise StartRefused(f"segment not found: {segment_id}")
+        self.segments_building = any(status != "active" for status in found.values())
         self.templates = {}
         pinned = {} if template_ids else (self.b["template_versions"] or {})
         wanted = template_ids or (list(pinned) if pinned else model.send_variations(self.b["test_settings"]))
@@ -141,6 +148,8 @@ async def advance(conn, settings, b) -> bool:
             return True
         raise
     if b["resolved_at"] is None:
+        if p.segments_building:            # the start waits until its segments are built
+            return False
         versions = {tid: row["version"] for tid, row in p.templates.items()}
         await store.resolve(conn, b, versions)
         return True

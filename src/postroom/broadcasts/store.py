@@ -180,12 +180,18 @@ async def counters(conn, workspace_id: str, broadcast_id: str) -> dict:
 
 # ---------------------------------------------------------------- start: the audience frozen
 
+# "In at least one of the audience's segments" (none listed: everyone), read from the current
+# memberships segments keep in contact_segments; each address once whatever the number of segments.
+IN_SEGMENTS = """(cardinality({segments}::text[]) = 0 OR EXISTS (
+        SELECT 1 FROM contact_segments cs
+         WHERE cs.workspace_id = cl.workspace_id AND cs.email = cl.email AND cs.segment_id = ANY({segments}::text[])))"""
+
 # The list's members as the contract's audience rule has them: membership not removed, status
 # active (plus unsubscribed when exclude_unsubscribed is false), the contact existing; each
 # address once (the primary key); the rank key computed in SQL exactly as model.rank_key does
 # (first 8 bytes of SHA-256 of "<broadcast id>:<email>", big-endian, signed). Phase and variation
 # by model.split's rule: the sample is the first n by (rank, email), variations round-robin.
-RESOLVE = """
+RESOLVE = f"""
 WITH audience AS (
     SELECT cl.email,
            ('x' || left(encode(sha256(convert_to($2 || ':' || cl.email, 'UTF8')), 'hex'), 16))::bit(64)::bigint
@@ -195,6 +201,7 @@ WITH audience AS (
       JOIN contacts c ON c.workspace_id = cl.workspace_id AND c.email = cl.email
      WHERE cl.workspace_id = $1 AND cl.list_id = $3 AND cl.deleted_at IS NULL
        AND (cl.status = 'active' OR (cl.status = 'unsubscribed' AND NOT $4))
+       AND {IN_SEGMENTS.format(segments="$8")}
 ), ranked AS (
     SELECT email, rank, timezone, row_number() OVER (ORDER BY rank, email) - 1 AS position FROM audience
 )
@@ -208,10 +215,11 @@ SELECT $1, $2, email, rank,
 ON CONFLICT DO NOTHING
 """
 
-AUDIENCE_SIZE = """
+AUDIENCE_SIZE = f"""
 SELECT count(*) FROM contact_lists cl JOIN contacts c ON c.workspace_id = cl.workspace_id AND c.email = cl.email
  WHERE cl.workspace_id = $1 AND cl.list_id = $2 AND cl.deleted_at IS NULL
    AND (cl.status = 'active' OR (cl.status = 'unsubscribed' AND NOT $3))
+   AND {IN_SEGMENTS.format(segments="$4")}
 """
 
 SET_RESOLVED = f"""
@@ -240,10 +248,12 @@ async def resolve(conn, b, versions: dict) -> int:
     moves an A/B broadcast to testing. Returns the number of recipients."""
     a, t = b["audience"], b["test_settings"]
     ab = bool(t.get("enabled"))
-    total = await conn.fetchval(AUDIENCE_SIZE, b["workspace_id"], a["list"], bool(a.get("exclude_unsubscribed")))
+    segments = list(a.get("segments") or [])
+    total = await conn.fetchval(AUDIENCE_SIZE, b["workspace_id"], a["list"], bool(a.get("exclude_unsubscribed")),
+                                segments)
     n = model.sample_size(total, t["sample_percentage"]) if ab else 0
     await conn.execute(RESOLVE, b["workspace_id"], b["id"], a["list"], bool(a.get("exclude_unsubscribed")), ab, n,
-                       max(1, len(t.get("variations") or [])))
+                       max(1, len(t.get("variations") or [])), segments)
     if b["schedule"].get("use_recipient_timezone") and b["schedule"].get("is_scheduled") and not ab:
         zones = await conn.fetch(RECIPIENT_ZONES, b["workspace_id"], b["id"])
         emails = [z["email"] for z in zones]
