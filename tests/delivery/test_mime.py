@@ -209,3 +209,14 @@ def test_the_same_message_id_on_every_build():
     # a retry after a crash sends the same Message-ID, so receivers can tell a duplicate
     first, second = raw_headers(message()), raw_headers(message())
     assert first["Message-ID"] == second["Message-ID"]
+
+
+def test_quoted_printable_lines_stay_within_76_characters_and_decode_back():
+    html = "<p>" + "Ünïcode = and spaces   " * 40 + "</p>\n<p>short</p>\n" + "x" * 500 + " \t"
+    raw = mime.to_bytes(provider_message(html=html, text=html))
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    parts = {p.get_content_type(): p.get_content().replace("\r\n", "\n") for p in parsed.walk()
+             if not p.is_multipart()}
+    assert parts["text/html"].rstrip("\n") == html and parts["text/plain"].rstrip("\n") == html
