@@ -11,6 +11,7 @@ from starlette.routing import Route, Router
 from postroom import workers as background
 from postroom.auth import api as auth_api, model as auth_model
 from postroom.auth.capability import CAPABILITY as AUTH
+from postroom.broadcasts import api as broadcasts_api
 from postroom.broadcasts.capability import CAPABILITY as BROADCASTS
 from postroom.contacts.capability import CAPABILITY as CONTACTS
 from postroom.customevents.capability import CAPABILITY as CUSTOM_EVENTS
@@ -47,6 +48,8 @@ CAPABILITIES: tuple[Capability, ...] = (AUTH, WORKSPACES, CONTACTS, LISTS, CUSTO
 # What happens around an integration's creation and deletion in capabilities above delivery
 # (provider webhooks, delivery-contract 1.5): delivery calls these, it never imports them.
 INTEGRATION_HOOKS = (inbound_api.HOOKS,)
+# What may refuse a segment's deletion (segments-contract: an active broadcast reads it).
+SEGMENT_USERS = (broadcasts_api.segment_user,)
 
 
 def document() -> dict:
@@ -76,7 +79,7 @@ def create_app(settings: Settings, dsn: str, pool=None, workers: bool = False,
     capabilities' servers (the SMTP bridge) run with the app; `public_url` is the server's own
     URL, for what they build links with when no workspace setting or POSTROOM_API_ENDPOINT names one."""
     state = SimpleNamespace(settings=settings, pool=pool, dsn=dsn, public_url=public_url,
-                            integration_hooks=INTEGRATION_HOOKS)
+                            integration_hooks=INTEGRATION_HOOKS, segment_users=SEGMENT_USERS)
     settings.ensure_secret_key()
     api = build_api()
 

@@ -513,3 +513,78 @@ async def test_segments_narrow_the_audience_and_each_address_gets_one_message(cl
     assert sorted(m.rcpt_tos[0] for m in sink.received) == ["both@example.com", "fr@example.com"]
     d = (await broadcast(client, ws, bid))["delivery"]
     assert (d["recipients"], d["sent"], d["status"]) == (2, 2, "sent")
+
+
+async def test_a_segment_an_active_broadcast_reads_cannot_be_deleted(client, ws, sink, pool, settings):
+    await marketing(client, ws, sink, pool)
+    await members(client, ws, "news", {"a@example.com": "active"})
+    await ok(await client.post("/api/segments.create", headers=ws.headers,
+                               json=country_segment(ws.id, "fr1", "FR")), 201)
+    bid = await create(client, ws, audience={"list": "news", "segments": ["fr1"]})
+    delete = {"workspace_id": ws.id, "id": "fr1"}
+    await ok(await post(client, ws, "schedule", id=bid, scheduled_date="2099-01-01", scheduled_time="10:00"))
+    assert_json_error(await client.post("/api/segments.delete", headers=ws.headers, json=delete), 400,
+                      f"segment is used by an active broadcast: {bid}")
+    got = await client.get("/api/segments.get", headers=ws.headers, params={"workspace_id": ws.id, "id": "fr1"})
+    assert got.status_code == 200 and got.json()["segment"]["status"] != "deleted"
+    await ok(await post(client, ws, "cancel", id=bid))
+    await ok(await client.post("/api/segments.delete", headers=ws.headers, json=delete))
+    assert (await client.post("/api/segments.delete", headers=ws.headers, json=delete)).status_code == 404
+
+
+
+# ---------------------------------------------------------------- the task view (check 58)
+
+async def tasks(client, ws, route: str, **params):
+    return await client.get(f"/api/tasks.{route}", headers=ws.headers, params={"workspace_id": ws.id, **params})
+
+
+async def test_the_task_view_follows_each_scheduled_broadcast(client, ws, sink, pool, settings):
+    await marketing(client, ws, sink, pool)
+    await members(client, ws, "news", {f"r{i}@example.com": "active" for i in range(3)})
+    draft = await create(client, ws)
+    later = await create(client, ws)
+    now = await create(client, ws)
+    await ok(await post(client, ws, "schedule", id=later, scheduled_date="2099-01-01", scheduled_time="10:00"))
+    await ok(await post(client, ws, "schedule", id=now, send_now=True))
+    for _ in range(3):                                 # started and fed: three queued, none sent yet
+        await sending.run_once(pool, fast(settings))
+
+    listed = await ok(await tasks(client, ws, "list"))
+    by_broadcast = {t["broadcast_id"]: t for t in listed["tasks"]}
+    assert set(by_broadcast) == {later, now} and listed["total_count"] == 2 and listed["has_more"] is False
+    running, pending = by_broadcast[now], by_broadcast[later]
+    b = await broadcast(client, ws, now)
+    state = running["state"]["send_broadcast"]
+    # every recipient fed: the broadcast is processed, its task completed (the contract's mapping)
+    assert b["status"] == "processed" and b["delivery"]["status"] == "sending"
+    assert (running["type"], running["status"], running["id"]) == ("send_broadcast", "completed",
+                                                                   f"send_broadcast_{now}")
+    assert state["enqueued_count"] == b["enqueued_count"] == 3
+    assert (state["total_recipients"], state["failed_count"], state["phase"], running["progress"]) == (3, 0, "single",
+                                                                                                      100.0)
+    assert pending["status"] == "pending" and pending["progress"] == 0
+    assert pending["next_run_after"].startswith("2099-01-01T10:00:00") and "next_run_after" not in running
+    assert (await ok(await tasks(client, ws, "get", id=f"send_broadcast_{now}")))["task"] == running
+
+    filtered = await ok(await tasks(client, ws, "list", status="pending,failed"))
+    assert [t["broadcast_id"] for t in filtered["tasks"]] == [later]
+    assert (await ok(await tasks(client, ws, "list", type="import_contacts")))["tasks"] == []
+    page = await ok(await tasks(client, ws, "list", limit="1", offset="1"))
+    assert (len(page["tasks"]), page["total_count"], page["has_more"]) == (1, 2, False)
+
+    await ok(await post(client, ws, "pause", id=now))
+    paused = (await ok(await tasks(client, ws, "get", id=f"send_broadcast_{now}")))["task"]
+    assert paused["status"] == "paused"
+    await ok(await post(client, ws, "resume", id=now))
+    await run(pool, settings)
+    done = (await ok(await tasks(client, ws, "get", id=f"send_broadcast_{now}")))["task"]
+    assert done["status"] == "completed" and "completed_at" in done and len(sink.received) == 3
+
+    for missing in (f"send_broadcast_{draft}", draft, "send_broadcast_", f"send_broadcast_{now}x"):
+        assert_json_error(await tasks(client, ws, "get", id=missing), 404, "Task not found")
+    assert_json_error(await tasks(client, ws, "list", status="done"), 400,
+                      "invalid status parameter: 'done' is not one of pending, running, paused, completed, failed")
+    assert_json_error(await tasks(client, ws, "list", created_after="yesterday"), 400,
+                      "invalid created_after parameter: expected RFC 3339 date-time such as 2023-05-15T14:30:00Z")
+    assert_json_error(await tasks(client, ws, "list", limit="1001"), 400, "limit must be between 1 and 1000")

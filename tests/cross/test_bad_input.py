@@ -1264,6 +1264,10 @@ QUERY_PARAMS: dict[str, dict[str, tuple[str, bool]]] = {
                              "with_templates": ("true", False)},
     "/api/broadcasts.get": {"id": ("@bcast", True), "with_templates": ("false", False)},
     "/api/broadcasts.getTestResults": {"id": ("@bcast_done", True)},
+    "/api/tasks.list": {"status": ("completed", False), "type": ("send_broadcast", False), "limit": ("5", False),
+                        "offset": ("0", False), "created_after": ("2020-01-01T00:00:00Z", False),
+                        "created_before": ("2099-01-01T00:00:00Z", False)},
+    "/api/tasks.get": {"id": ("@task_done", True)},
     "/api/customEvents.get": {"event_name": ("order.placed", True), "external_id": ("o-1", True)},
     "/api/customEvents.list": {"email": ("known@example.com", False), "event_name": ("order.placed", False),
                                "limit": ("5", False), "offset": ("0", False)},
@@ -1288,7 +1292,8 @@ def params_of(path: str, s: Seeded) -> dict[str, str]:
     for name, (value, _) in spec.items():
         out[name] = s.confirm[name] if value == "@confirm" else \
             {"@ws": s.id, "@sub": s.sub_id, "@block": s.block_id, "@bcast": s.broadcast_id,
-             "@bcast_done": s.done_broadcast_id, "@integration": s.integration_id}.get(value, value)
+             "@bcast_done": s.done_broadcast_id, "@task_done": f"send_broadcast_{s.done_broadcast_id}",
+             "@integration": s.integration_id}.get(value, value)
     return out
 
 

@@ -87,6 +87,7 @@ class Tenant:
     mail_template: str = ""    # an email template's id
     notification: str = ""     # a transactional notification sending mail_template
     bcast: str = ""            # a draft broadcast to own_list with mail_template
+    sent_bcast: str = ""       # a processed broadcast (it has a task in the task view)
     event_name: str = ""       # a custom event (event_name, event_id) of own_email
     event_id: str = ""
     click_url: str = ""        # the destination of a recorded click on message_id
@@ -173,6 +174,11 @@ async def populate(client, pool, ws, tag: str) -> Tenant:
     t.bcast = (await ok(await client.post("/api/broadcasts.create", headers=h, json={
         "workspace_id": w, "name": secret_values["bcast_name"], "audience": {"list": t.own_list},
         "test_settings": {"variations": [{"template_id": t.mail_template}]}}), 201))["broadcast"]["id"]
+    t.sent_bcast = (await ok(await client.post("/api/broadcasts.create", headers=h, json={
+        "workspace_id": w, "name": secret_values["bcast_name"], "audience": {"list": t.own_list},
+        "test_settings": {"variations": [{"template_id": t.mail_template}]}}), 201))["broadcast"]["id"]
+    await pool.execute("UPDATE broadcasts SET status = 'processed' WHERE workspace_id = $1 AND id = $2", w,
+                       t.sent_bcast)
     async with pool.acquire() as conn:
         t.message_id, _ = await delivery_store.enqueue(conn, ws._settings.key_bytes, Outgoing(
             workspace_id=w, integration_id=t.integration_id, contact_email=t.own_email,
@@ -703,7 +709,7 @@ def transactional_cases(path: str, c: Ctx) -> list[Probe]:
 def broadcasts_cases(path: str, c: Ctx) -> list[Probe]:
     w, b = c.a.id, c.b
     ghost = {b.bcast: "0" * 32}
-    name = path.rpartition(".")[2]
+    name = path.rpartition(".")[2] if "/broadcasts." in path else path.removeprefix("/api/")
     by_id = {"workspace_id": w, "id": b.bcast}
     return {
         "list": [Probe(params={"workspace_id": w}, check=only_a(
@@ -711,6 +717,12 @@ def broadcasts_cases(path: str, c: Ctx) -> list[Probe]:
             Probe(params={"workspace_id": w, "with_templates": "true"}, check=only_a(
                 "SELECT id FROM broadcasts WHERE workspace_id = $1", lambda j: [x["id"] for x in j["broadcasts"]]))],
         "get": [Probe(params={**by_id, "with_templates": "true"}, swap=ghost, status=404)],
+        # B's sent broadcast has a task in B, never in A's view
+        "tasks.list": [Probe(params={"workspace_id": w}, check=only_a(
+            "SELECT 'send_broadcast_' || id FROM broadcasts WHERE workspace_id = $1 AND status <> 'draft'",
+            lambda j: [x["id"] for x in j["tasks"]]))],
+        "tasks.get": [Probe(params={"workspace_id": w, "id": f"send_broadcast_{b.sent_bcast}"},
+                            swap={f"send_broadcast_{b.sent_bcast}": "send_broadcast_" + "0" * 32}, status=404)],
         "getTestResults": [Probe(params=by_id, swap=ghost, status=404)],
         "update": [Probe(body={**by_id, "name": "mine", "audience": {"list": "x"}}, swap=ghost, status=404)],
         "schedule": [Probe(body={**by_id, "send_now": True}, swap=ghost, status=400)],  # A has no marketing provider
@@ -849,6 +861,7 @@ CASES: dict[str, Callable[[str, Ctx], list[Probe]]] = {
     **{f"/api/broadcasts.{n}": broadcasts_cases for n in (
         "list", "get", "create", "update", "delete", "schedule", "pause", "resume", "cancel", "getTestResults",
         "selectWinner", "retryFailed", "sendToIndividual")},
+    **{f"/api/tasks.{n}": broadcasts_cases for n in ("list", "get")},
     **{f"/api/customEvents.{n}": custom_events_cases for n in ("upsert", "create", "import", "get", "list")},
     **{f"/api/segments.{n}": segments_cases for n in (
         "list", "get", "create", "update", "delete", "rebuild", "preview", "contacts")},

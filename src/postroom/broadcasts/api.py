@@ -113,6 +113,13 @@ async def _check_startable(conn, call: Call, row) -> None:
             raise BroadcastError(f"template not found: {template_id}")
 
 
+async def segment_user(conn, workspace_id: str, segment_id: str) -> str | None:
+    """segments.delete asks this (through the composition root): a broadcast that will still read
+    the segment refuses its deletion."""
+    broadcast_id = await store.using_segment(conn, workspace_id, segment_id)
+    return f"segment is used by an active broadcast: {broadcast_id}" if broadcast_id else None
+
+
 async def _marketing_integration(conn, ws: str):
     workspace = await workspaces_store.get(conn, ws)
     provider_id = ((workspace["settings"] if workspace else None) or {}).get("marketing_email_provider_id")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postroom.broadcasts import model
+from postroom.broadcasts import model, tasks_model
 from postroom.platform.openapi import BOOLEAN, INTEGER, STRING, TIME, Op, array, error_response, obj, param, ref
 
 _COUNT = {"type": "integer", "minimum": 0}
@@ -33,6 +33,21 @@ SCHEMAS = {
          "test_phase_recipient_count", "winner_phase_recipient_count", "enqueued_count", "created_at", "updated_at",
          "delivery"]),
 }
+
+SCHEMAS["Task"] = obj(
+    {"id": STRING, "workspace_id": STRING, "type": {"const": tasks_model.TYPE},
+     "status": {"type": "string", "enum": list(tasks_model.TASK_STATUSES)}, "progress": {"type": "number"},
+     "state": obj({"progress": {"type": "number"}, "send_broadcast": obj(
+         {"broadcast_id": STRING, "total_recipients": _COUNT, "enqueued_count": _COUNT, "failed_count": _COUNT,
+          "channel_type": {"const": "email"}, "phase": {"type": "string", "enum": ["single", "test", "winner"]},
+          "test_phase_completed": BOOLEAN, "test_phase_recipient_count": _COUNT,
+          "winner_phase_recipient_count": _COUNT},
+         ["broadcast_id", "total_recipients", "enqueued_count", "failed_count", "channel_type", "phase"])},
+         ["send_broadcast"]),
+     "error_message": STRING, "created_at": TIME, "updated_at": TIME, "last_run_at": TIME, "completed_at": TIME,
+     "next_run_after": TIME, "broadcast_id": STRING, "max_runtime": INTEGER, "max_retries": INTEGER,
+     "retry_count": INTEGER, "retry_interval": INTEGER},
+    ["id", "workspace_id", "type", "status", "progress", "state", "created_at", "updated_at", "broadcast_id"])
 
 _ONE = obj({"broadcast": ref("Broadcast")}, ["broadcast"])
 _SUCCESS = obj({"success": {"const": True}}, ["success"])
@@ -94,6 +109,19 @@ OPERATIONS = {
         "include_permanent), each with its message id and a fresh attempt budget", id="retryFailedBroadcast",
         tag="broadcasts", body={"id": STRING, "include_permanent": BOOLEAN}, required=["id"],
         ok=obj({"success": {"const": True}, "requeued": _COUNT}, ["success", "requeued"]), errors=[404]),
+    "/api/tasks.list": Op(
+        "Sending progress as Notifuse's task view: one send_broadcast task per broadcast ever scheduled, "
+        "newest first", id="listTasks", tag="broadcasts",
+        params=[param("status", STRING, description="comma-separated: " + ", ".join(tasks_model.TASK_STATUSES)),
+                param("type", STRING, description="comma-separated; only send_broadcast exists"),
+                param("created_after", TIME), param("created_before", TIME),
+                param("limit", STRING, description=f"1-{tasks_model.LIST_MAX}, default {tasks_model.LIST_DEFAULT}"),
+                param("offset", STRING)],
+        ok=obj({"tasks": array(ref("Task")), "total_count": INTEGER, "limit": INTEGER, "offset": INTEGER,
+                "has_more": BOOLEAN}, ["tasks", "total_count", "limit", "offset", "has_more"])),
+    "/api/tasks.get": Op(
+        "One broadcast's task", id="getTask", tag="broadcasts", params=[param("id", STRING, True)],
+        ok=obj({"task": ref("Task")}, ["task"]), errors=[404]),
     "/api/broadcasts.selectWinner": Op(
         "Choose the A/B winner; the held recipients get it", id="selectBroadcastWinner", tag="broadcasts",
         body={"id": STRING, "template_id": STRING}, required=["id", "template_id"], ok=_SUCCESS, errors=[404]),

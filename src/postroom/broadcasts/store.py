@@ -104,6 +104,19 @@ UPDATE broadcasts SET status = '{model.CANCELLED}', cancelled_at = now(), start_
  WHERE workspace_id = $1 AND id = $2
 """
 
+USING_SEGMENT = f"""
+SELECT id FROM broadcasts
+ WHERE workspace_id = $1 AND deleted_at IS NULL AND audience->'segments' ? $2
+   AND status IN ({", ".join(f"'{s}'" for s in model.HOLDS_SEGMENTS)})
+ ORDER BY id LIMIT 1
+"""
+
+
+async def using_segment(conn, workspace_id: str, segment_id: str) -> str | None:
+    """The first broadcast that still needs the segment (segments-contract: delete refuses)."""
+    return await conn.fetchval(USING_SEGMENT, workspace_id, segment_id)
+
+
 SET_DELETED = "UPDATE broadcasts SET deleted_at = now(), start_at = NULL, updated_at = now() WHERE workspace_id = $1 AND id = $2"
 
 # Recipients never sent because the broadcast was cancelled: every held or waiting one, and every
@@ -416,3 +429,24 @@ async def select_winner(conn, workspace_id: str, broadcast_id: str, template_id:
     await conn.execute(HELD_TO_WINNER, workspace_id, broadcast_id, index)
     await emit(conn, workspace_id, "broadcast.winner_selected", broadcast_id,
                {"template_id": template_id, "automatic": automatic})
+
+
+# ---------------------------------------------------------------- the task view (tasks.list, tasks.get)
+
+_TASKED = f"""workspace_id = $1 AND deleted_at IS NULL AND status <> '{model.DRAFT}'
+   AND ($2::text[] IS NULL OR status = ANY($2))
+   AND ($3::timestamptz IS NULL OR created_at > $3) AND ($4::timestamptz IS NULL OR created_at < $4)"""
+TASKS = f"""
+SELECT {COLUMNS}, count(*) OVER () AS total FROM broadcasts
+ WHERE {_TASKED}
+ ORDER BY created_at DESC, id
+ LIMIT $5 OFFSET $6
+"""
+TASKS_COUNT = f"SELECT count(*) FROM broadcasts WHERE {_TASKED}"
+
+
+async def tasked(conn, workspace_id: str, statuses, after, before, limit: int, offset: int) -> tuple[list, int]:
+    """Broadcasts that were ever scheduled (the ones the task view shows), newest first."""
+    rows = await conn.fetch(TASKS, workspace_id, statuses, after, before, limit, offset)
+    total = rows[0]["total"] if rows else await conn.fetchval(TASKS_COUNT, workspace_id, statuses, after, before)
+    return rows, total

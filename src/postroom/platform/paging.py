@@ -41,6 +41,17 @@ def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT, maximum: int = MA
     return int(s)
 
 
+def parse_offset(raw: str | None, error: Error = RuleError) -> int:
+    """`offset`: absent -> 0; ASCII digits only (int() would also take "1_0" and other scripts'
+    digits); anything else is a 400."""
+    if raw is None:
+        return 0
+    s = raw.strip()
+    if not (s.isascii() and s.isdigit() and len(s) <= 18):
+        raise error("offset must be a non-negative integer")
+    return int(s)
+
+
 _JSON_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 
 

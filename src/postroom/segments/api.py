@@ -113,8 +113,23 @@ async def update_segment(call: Call):
         return {"segment": await _wire(conn, call.workspace_id, seg.id)}
 
 
+async def _refusal(call: Call, conn, seg_id: str) -> str | None:
+    """What still holds the segment (an active broadcast), asked of the capabilities above segments
+    through app.state.segment_users (handed in by the composition root; segments never imports
+    them): each `(conn, workspace_id, segment_id) -> refusal message or None`."""
+    for user in getattr(call.request.app.state, "segment_users", ()):
+        refusal = await user(conn, call.workspace_id, seg_id)
+        if refusal:
+            return refusal
+    return None
+
+
 async def delete_segment(call: Call):
     async with call.pool.acquire() as conn, conn.transaction():
+        if await store.get(conn, call.workspace_id, call.input) is not None:
+            refusal = await _refusal(call, conn, call.input)
+            if refusal:
+                raise RuleError(refusal, 400)
         if not await store.delete(conn, call.workspace_id, call.input):
             raise RuleError(NOT_FOUND, 404)
     return {"success": True}

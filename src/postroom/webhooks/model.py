@@ -181,11 +181,7 @@ def parse_update(body: dict) -> dict:
 
 def parse_page(limit: str | None, offset: str | None) -> tuple[int, int]:
     # the one limit rule (ASCII digits only: int() would also take "1_0" and other scripts' digits)
-    n = paging.parse_limit(limit, 20, 100, WebhookError)
-    o = 0 if offset is None else offset.strip()
-    if o != 0 and not (o.isascii() and o.isdigit() and len(o) <= 18):
-        raise WebhookError("offset must be a non-negative integer")
-    return n, int(o)
+    return paging.parse_limit(limit, 20, 100, WebhookError), paging.parse_offset(offset, WebhookError)
 
 
 # ---------------------------------------------------------------- what is sent
