@@ -256,6 +256,9 @@ CHUNK_END = """
 SELECT email FROM contacts WHERE workspace_id = $1 AND email > coalesce($2::text, '')
  ORDER BY email OFFSET $3 LIMIT 1
 """
+# Memberships are derived data: a chunk lost to a crash in the moment after its commit is
+# computed again from the unchanged scan position, so a scan does not wait for its WAL flush.
+ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 ADVANCE = "UPDATE segments SET scan_after = $3 WHERE workspace_id = $1 AND id = $2"
 FINISH = """
 UPDATE segments SET status = CASE WHEN status = 'building' THEN 'active' ELSE status END,
@@ -272,6 +275,7 @@ async def scan_step(pool, chunk: int = CHUNK) -> tuple[str, str, bool, int, int]
         seg = await conn.fetchrow(CLAIM_SCAN)
         if seg is None:
             return None
+        await conn.execute(ASYNC_COMMIT)
         ws = seg["workspace_id"]
         tree = model.parse_tree(seg["tree"])
         upper = await conn.fetchval(CHUNK_END, ws, seg["scan_after"], chunk - 1)
